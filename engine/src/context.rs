@@ -1,0 +1,133 @@
+//! What a running op sees of the engine: its device, progress reporting,
+//! token streaming, cancellation and provenance.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use candle_core::Device;
+
+use crate::events::{Event, EventSink};
+
+/// A flag that asks a run to stop at the next step boundary.
+#[derive(Clone, Debug, Default)]
+pub struct CancelToken(Arc<AtomicBool>);
+
+impl CancelToken {
+    /// A token that is not cancelled.
+    pub fn new() -> Self {
+        CancelToken::default()
+    }
+
+    /// Asks everything holding this token to stop.
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+
+    /// True once [`CancelToken::cancel`] was called.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// The error an op returns when it stopped because the run was cancelled.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted")]
+pub struct Interrupted;
+
+/// Facts about the run that ops record with their outputs (e.g. in PNG text
+/// chunks).
+#[derive(Clone, Debug, Default)]
+pub struct Provenance {
+    /// Hash of the graph file's content.
+    pub graph_hash: String,
+    /// The graph's name.
+    pub graph_name: String,
+    /// Parameter values after `--set`, as JSON.
+    pub params: serde_json::Value,
+}
+
+/// The context of one node's execution.
+pub struct OpContext {
+    node: String,
+    device: Device,
+    graph_dir: PathBuf,
+    cancel: CancelToken,
+    sink: EventSink,
+    started: Instant,
+    provenance: Arc<Provenance>,
+}
+
+impl OpContext {
+    /// A context for node `node` running on `device`; relative paths resolve
+    /// against `graph_dir`; `started` is the run's start for event timestamps.
+    pub fn new(
+        node: impl Into<String>,
+        device: Device,
+        graph_dir: PathBuf,
+        cancel: CancelToken,
+        sink: EventSink,
+        started: Instant,
+        provenance: Arc<Provenance>,
+    ) -> Self {
+        OpContext { node: node.into(), device, graph_dir, cancel, sink, started, provenance }
+    }
+
+    /// The id of the node being run.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The device the node runs on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Provenance of the run.
+    pub fn provenance(&self) -> &Provenance {
+        &self.provenance
+    }
+
+    /// Resolves a path from the graph against the graph file's folder.
+    pub fn resolve_path(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.graph_dir.join(path)
+        }
+    }
+
+    /// Reports `step` of `total` done.
+    pub fn progress(&self, step: u64, total: u64) {
+        (self.sink)(Event::Progress { node: self.node.clone(), step, total, t_ms: self.t_ms() });
+    }
+
+    /// Streams a piece of generated text.
+    pub fn token(&self, text: &str) {
+        (self.sink)(Event::Token { node: self.node.clone(), text: text.to_string(), t_ms: self.t_ms() });
+    }
+
+    /// Shows a message to the user.
+    pub fn message(&self, text: &str) {
+        (self.sink)(Event::Message { node: self.node.clone(), text: text.to_string(), t_ms: self.t_ms() });
+    }
+
+    /// True if the run was asked to stop.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Returns [`Interrupted`] if the run was asked to stop; call between steps.
+    pub fn check_cancelled(&self) -> Result<()> {
+        if self.cancel.is_cancelled() {
+            bail!(Interrupted);
+        }
+        Ok(())
+    }
+
+    fn t_ms(&self) -> f64 {
+        self.started.elapsed().as_secs_f64() * 1e3
+    }
+}

@@ -1,0 +1,106 @@
+//! Events a run emits, for the CLI's progress display and `--json` output.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+/// Why a node runs, or that it was served from the cache.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum NodeStatus {
+    /// The node executed.
+    Ran,
+    /// The node's result came from the cache.
+    Cached,
+    /// The node failed.
+    Failed,
+    /// The node did not run: an input failed, or the run was interrupted.
+    Skipped,
+}
+
+impl NodeStatus {
+    /// The word shown in summaries.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NodeStatus::Ran => "ran",
+            NodeStatus::Cached => "cached",
+            NodeStatus::Failed => "failed",
+            NodeStatus::Skipped => "skipped",
+        }
+    }
+}
+
+/// One thing that happened during a run. Serialised as one JSON object per
+/// line by `flow run --json`, tagged by `event`. `t_ms` is milliseconds since
+/// the run started.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// The plan is made; `nodes` will be run or taken from the cache.
+    RunStarted {
+        graph: String,
+        nodes: usize,
+        to_run: usize,
+        t_ms: f64,
+    },
+    /// A node was served from the cache without running.
+    NodeCached { node: String, op: String, t_ms: f64 },
+    /// A node started executing.
+    NodeStarted {
+        node: String,
+        op: String,
+        device: String,
+        reason: String,
+        t_ms: f64,
+    },
+    /// A node reports progress (`step` of `total`).
+    Progress {
+        node: String,
+        step: u64,
+        total: u64,
+        t_ms: f64,
+    },
+    /// A node streams a piece of generated text.
+    Token { node: String, text: String, t_ms: f64 },
+    /// A node prints a message for the user (e.g. `debug.print`).
+    Message { node: String, text: String, t_ms: f64 },
+    /// A node finished successfully.
+    NodeFinished {
+        node: String,
+        op: String,
+        status: NodeStatus,
+        ms: f64,
+        t_ms: f64,
+    },
+    /// A node failed.
+    NodeFailed {
+        node: String,
+        op: String,
+        error: String,
+        ms: f64,
+        t_ms: f64,
+    },
+    /// A node did not run because `cause`.
+    NodeSkipped { node: String, op: String, cause: String, t_ms: f64 },
+    /// A non-fatal problem (e.g. a corrupt cache entry that will be recomputed).
+    Warning { message: String, t_ms: f64 },
+    /// The run ended.
+    RunFinished {
+        ok: bool,
+        interrupted: bool,
+        ran: usize,
+        cached: usize,
+        failed: usize,
+        skipped: usize,
+        ms: f64,
+        t_ms: f64,
+    },
+}
+
+/// Where a run sends its events.
+pub type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
+
+/// A sink that drops every event.
+pub fn null_sink() -> EventSink {
+    Arc::new(|_| {})
+}

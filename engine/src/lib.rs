@@ -1,0 +1,20 @@
+//! flow-engine: the graph file format, validation, planning, the parallel
+//! scheduler, the content-addressed cache and the events of a run.
+//!
+//! The engine knows nothing of particular ops: node libraries register
+//! [`op::Op`] implementations into a [`registry::Registry`].
+
+pub mod cache;
+pub mod context;
+pub mod events;
+pub mod op;
+pub mod registry;
+pub mod types;
+pub mod value;
+
+pub use context::{CancelToken, Interrupted, OpContext, Provenance};
+pub use events::{Event, EventSink, NodeStatus};
+pub use op::{Cost, Fingerprint, Inputs, Op, OpRef, OpSpec, Outputs, PortSpec};
+pub use registry::Registry;
+pub use types::ValueType;
+pub use value::{Object, TensorValue, Value};

@@ -1,0 +1,22 @@
+//! flow-nodes: the built-in node library. Each family is a folder of small
+//! files and registers its ops with [`register_all`].
+
+use flow_engine::Registry;
+
+pub mod core;
+pub mod image;
+pub mod tensor;
+
+/// A registry holding every built-in op.
+pub fn registry() -> Registry {
+    let mut reg = Registry::new();
+    register_all(&mut reg);
+    reg
+}
+
+/// Registers every built-in op family into `reg`.
+pub fn register_all(reg: &mut Registry) {
+    core::register(reg);
+    tensor::register(reg);
+    image::register(reg);
+}
