@@ -1,1 +1,124 @@
-fn main(){}
+//! `flow`: run generative-AI pipelines written as node graphs in YAML.
+//!
+//! This file parses the command line and dispatches; rendering lives in `cli/`.
+
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Run generative-AI pipelines written as node graphs in YAML.
+#[derive(Parser)]
+#[command(name = "flow", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Options shared by the commands that run or plan a graph.
+#[derive(clap::Args, Clone, Debug)]
+pub struct GraphArgs {
+    /// The graph file.
+    pub graph: PathBuf,
+    /// Override a param: `--set steps=30` (typed like YAML: `7.5` is a float, `'"7"'` text).
+    #[arg(long = "set", value_name = "K=V")]
+    pub set: Vec<String>,
+    /// Cache folder [default: $FLOW_CACHE_DIR, else $XDG_CACHE_HOME/flow, else ~/.cache/flow].
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Run only what these nodes need (repeatable).
+    #[arg(long = "only", value_name = "NODE")]
+    pub only: Vec<String>,
+    /// Device for nodes with `device: auto`: cpu, cuda:N or auto.
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    /// Byte budget of the in-memory cache, e.g. 512M or 4G [default: $FLOW_MEMORY_BUDGET, else 4G].
+    #[arg(long, value_name = "BYTES")]
+    pub memory_budget: Option<String>,
+    /// Heavy CPU nodes run at once [default: number of cores, at least 2].
+    #[arg(long, value_name = "N")]
+    pub jobs: Option<usize>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a graph.
+    Run {
+        #[command(flatten)]
+        args: GraphArgs,
+        /// Ignore cached results (results are still written to the cache).
+        #[arg(long)]
+        no_cache: bool,
+        /// Print one JSON event per line instead of progress bars and a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check graph files; print every error; exit 2 if any.
+    Validate {
+        /// Graph files.
+        #[arg(required = true)]
+        graphs: Vec<PathBuf>,
+    },
+    /// Show what a run would do: order, device, and per node cached or why it runs.
+    Plan {
+        #[command(flatten)]
+        args: GraphArgs,
+        /// Plan as if the cache were empty.
+        #[arg(long)]
+        no_cache: bool,
+    },
+    /// Print the graph as Graphviz dot or Mermaid.
+    Graph {
+        /// The graph file.
+        graph: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+    },
+    /// List the ops with their ports, types, defaults and docs.
+    Ops {
+        /// Show only this op.
+        op: Option<String>,
+    },
+    /// Inspect or clear the cache.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+        /// Cache folder.
+        #[arg(long, global = true, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+    },
+}
+
+/// Output formats of `flow graph`.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum GraphFormat {
+    /// Graphviz dot.
+    Dot,
+    /// Mermaid flowchart.
+    Mermaid,
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// Entries and bytes in the cache.
+    Stats,
+    /// Remove every cache entry.
+    Clear,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let code = match cli.command {
+        Command::Run { args, no_cache, json } => cli::run::run(&args, no_cache, json),
+        Command::Validate { graphs } => cli::inspect::validate(&graphs),
+        Command::Plan { args, no_cache } => cli::inspect::plan(&args, no_cache),
+        Command::Graph { graph, format } => cli::inspect::graph(&graph, format),
+        Command::Ops { op } => cli::inspect::ops(op.as_deref()),
+        Command::Cache { action: CacheAction::Stats, cache_dir } => cli::cache::stats(cache_dir),
+        Command::Cache { action: CacheAction::Clear, cache_dir } => cli::cache::clear(cache_dir),
+    };
+    ExitCode::from(code)
+}

@@ -6,12 +6,19 @@
 
 pub mod cache;
 pub mod context;
+pub mod diagnostics;
+pub mod engine;
 pub mod events;
+pub mod graph;
+pub mod models;
 pub mod op;
 pub mod registry;
+pub mod run;
+pub mod source;
 pub mod types;
 pub mod value;
 
+pub use engine::{Engine, EngineConfig};
 pub use context::{CancelToken, Interrupted, OpContext, Provenance};
 pub use events::{Event, EventSink, NodeStatus};
 pub use op::{Cost, Fingerprint, Inputs, Op, OpRef, OpSpec, Outputs, PortSpec};

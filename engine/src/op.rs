@@ -25,22 +25,31 @@ pub struct PortSpec {
     pub optional: bool,
     /// One line of documentation.
     pub doc: &'static str,
+    /// False for text inputs whose `${...}` and `$$` the op interprets itself
+    /// (e.g. a template); a whole-value `$reference` is still resolved.
+    pub interpolate: bool,
 }
 
 impl PortSpec {
     /// A required input or an output.
     pub fn new(name: &'static str, ty: ValueType, doc: &'static str) -> Self {
-        PortSpec { name, ty, default: None, optional: false, doc }
+        PortSpec { name, ty, default: None, optional: false, doc, interpolate: true }
     }
 
     /// An input with a default value.
     pub fn with_default(name: &'static str, ty: ValueType, default: impl Into<Value>, doc: &'static str) -> Self {
-        PortSpec { name, ty, default: Some(default.into()), optional: false, doc }
+        PortSpec { name, ty, default: Some(default.into()), optional: false, doc, interpolate: true }
     }
 
     /// An optional input without default.
     pub fn optional(name: &'static str, ty: ValueType, doc: &'static str) -> Self {
-        PortSpec { name, ty, default: None, optional: true, doc }
+        PortSpec { name, ty, default: None, optional: true, doc, interpolate: true }
+    }
+
+    /// Leaves `${...}` and `$$` in this text input to the op.
+    pub fn verbatim(mut self) -> Self {
+        self.interpolate = false;
+        self
     }
 
     /// True if a graph must give this input.

@@ -4,7 +4,9 @@
 use flow_engine::Registry;
 
 pub mod core;
+pub(crate) mod fsutil;
 pub mod image;
+pub mod sd;
 pub mod tensor;
 
 /// A registry holding every built-in op.

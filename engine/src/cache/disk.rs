@@ -1,0 +1,292 @@
+//! The disk tier: one file per entry at `objects/<first 2 hex>/<hex>.fv`
+//! under the cache folder, in the [`codec`] format.
+//!
+//! Writes go to a temporary file in the entry's folder that is then renamed
+//! over the final name, so a reader sees a whole entry or none. Every read is
+//! verified; an entry that fails verification is deleted and reported.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::codec;
+use super::error::CacheError;
+use super::key::CacheKey;
+use crate::op::Outputs;
+use crate::registry::Registry;
+
+/// Extension of entry files.
+const ENTRY_EXT: &str = "fv";
+
+/// Extension of files being written.
+const TEMP_EXT: &str = "tmp";
+
+/// Makes temporary names unique within this process.
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// What the disk tier holds (or what [`DiskTier::clear`] removed).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DiskStats {
+    /// Entry files.
+    pub entries: usize,
+    /// Their total size in bytes.
+    pub bytes: u64,
+}
+
+/// A persistent, content-addressed store of outputs.
+#[derive(Debug)]
+pub struct DiskTier {
+    dir: PathBuf,
+    objects: PathBuf,
+}
+
+impl DiskTier {
+    /// Opens the cache folder `dir`, creating `dir/objects/` if needed.
+    pub fn open(dir: impl Into<PathBuf>) -> Result<DiskTier, CacheError> {
+        let dir = dir.into();
+        let objects = dir.join("objects");
+        fs::create_dir_all(&objects).map_err(|e| CacheError::io(&objects, e))?;
+        Ok(DiskTier { dir, objects })
+    }
+
+    /// The cache folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The file of the entry under `key` (whether or not it exists).
+    pub fn entry_path(&self, key: &CacheKey) -> PathBuf {
+        let hex = key.to_hex();
+        self.objects.join(&hex[..2]).join(format!("{hex}.{ENTRY_EXT}"))
+    }
+
+    /// True if an entry file exists under `key` (not verified).
+    pub fn contains(&self, key: &CacheKey) -> bool {
+        fs::metadata(self.entry_path(key)).is_ok_and(|m| m.is_file())
+    }
+
+    /// The outputs under `key`, `None` if there is no entry. An entry that
+    /// fails verification or decoding is deleted and reported as
+    /// [`CacheError::Corrupt`].
+    pub fn get(&self, key: &CacheKey, registry: &Registry) -> Result<Option<Outputs>, CacheError> {
+        let path = self.entry_path(key);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(CacheError::io(path, e)),
+        };
+        codec::decode(&bytes, registry).map(Some).map_err(|reason| {
+            // Removal is best effort: if it fails, the next read fails the
+            // same verification and tries again.
+            let _ = fs::remove_file(&path);
+            CacheError::Corrupt { path, reason }
+        })
+    }
+
+    /// Writes `outputs` under `key`, atomically replacing any entry there.
+    /// Returns false, writing nothing, if the outputs cannot be persisted.
+    pub fn put(&self, key: &CacheKey, outputs: &Outputs) -> Result<bool, CacheError> {
+        let Some(bytes) = codec::encode(outputs)? else {
+            return Ok(false);
+        };
+        let path = self.entry_path(key);
+        let folder = path.parent().unwrap_or(&self.objects);
+        fs::create_dir_all(folder).map_err(|e| CacheError::io(folder, e))?;
+        let temp = folder.join(format!(
+            ".{key}.{}.{}.{TEMP_EXT}",
+            std::process::id(),
+            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        if let Err(e) = write_new(&temp, &bytes).and_then(|()| fs::rename(&temp, &path)) {
+            let _ = fs::remove_file(&temp);
+            return Err(CacheError::io(path, e));
+        }
+        Ok(true)
+    }
+
+    /// Number and total size of the entries (unreadable folders count as empty).
+    pub fn stats(&self) -> DiskStats {
+        let mut stats = DiskStats::default();
+        for (path, len) in self.files().unwrap_or_default() {
+            if has_ext(&path, ENTRY_EXT) {
+                stats.entries += 1;
+                stats.bytes += len;
+            }
+        }
+        stats
+    }
+
+    /// Deletes every entry, and leftover temporary files; returns what the
+    /// deleted entries held.
+    pub fn clear(&self) -> Result<DiskStats, CacheError> {
+        let mut removed = DiskStats::default();
+        for (path, len) in self.files().map_err(|e| CacheError::io(&self.objects, e))? {
+            let is_entry = has_ext(&path, ENTRY_EXT);
+            if !is_entry && !has_ext(&path, TEMP_EXT) {
+                continue;
+            }
+            match fs::remove_file(&path) {
+                Ok(()) if is_entry => {
+                    removed.entries += 1;
+                    removed.bytes += len;
+                }
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(CacheError::io(path, e)),
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Every file in the shard folders, with its size.
+    fn files(&self) -> io::Result<Vec<(PathBuf, u64)>> {
+        let mut files = Vec::new();
+        for shard in fs::read_dir(&self.objects)? {
+            let shard = shard?;
+            if !shard.file_type()?.is_dir() {
+                continue;
+            }
+            for file in fs::read_dir(shard.path())? {
+                let file = file?;
+                let meta = file.metadata()?;
+                if meta.is_file() {
+                    files.push((file.path(), meta.len()));
+                }
+            }
+        }
+        Ok(files)
+    }
+}
+
+/// Creates `path` (which must not exist) with `bytes`, flushed to the device.
+fn write_new(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut file: File = OpenOptions::new().write(true).create_new(true).open(path)?;
+    file.write_all(bytes)?;
+    file.sync_data()
+}
+
+fn has_ext(path: &Path, ext: &str) -> bool {
+    path.extension().is_some_and(|e| e == ext)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::cache::codec::tests::{assert_same_outputs, registry, sample, Doc};
+    use crate::cache::error::DecodeError;
+    use crate::value::Value;
+
+    fn key(n: u8) -> CacheKey {
+        CacheKey([n; 32])
+    }
+
+    fn all_files(tier: &DiskTier) -> Vec<PathBuf> {
+        tier.files().unwrap().into_iter().map(|(p, _)| p).collect()
+    }
+
+    #[test]
+    fn entries_round_trip_at_their_content_address() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(dir.path().join("cache")).unwrap();
+        assert!(!tier.contains(&key(0xab)));
+        assert!(tier.get(&key(0xab), &registry()).unwrap().is_none());
+        assert!(tier.put(&key(0xab), &sample()).unwrap());
+        assert!(tier.contains(&key(0xab)));
+        let hex = key(0xab).to_hex();
+        assert_eq!(tier.entry_path(&key(0xab)), dir.path().join("cache/objects/ab").join(format!("{hex}.fv")));
+        let back = tier.get(&key(0xab), &registry()).unwrap().unwrap();
+        assert_same_outputs(&sample(), &back);
+    }
+
+    #[test]
+    fn unpersistable_outputs_write_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(dir.path()).unwrap();
+        let out = Outputs::single("doc", Value::Object(Arc::new(Doc(None))));
+        assert!(!tier.put(&key(1), &out).unwrap());
+        assert!(!tier.contains(&key(1)));
+        assert!(all_files(&tier).is_empty());
+    }
+
+    fn corrupt_then_get(damage: impl Fn(&mut Vec<u8>)) -> DecodeError {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(dir.path()).unwrap();
+        tier.put(&key(7), &sample()).unwrap();
+        let path = tier.entry_path(&key(7));
+        let mut bytes = fs::read(&path).unwrap();
+        damage(&mut bytes);
+        fs::write(&path, bytes).unwrap();
+        let err = tier.get(&key(7), &registry()).unwrap_err();
+        assert!(!path.exists(), "a corrupt entry must be deleted");
+        assert!(tier.get(&key(7), &registry()).unwrap().is_none());
+        match err {
+            CacheError::Corrupt { path: reported, reason } => {
+                assert_eq!(reported, path);
+                reason
+            }
+            other => panic!("expected Corrupt, got {other}"),
+        }
+    }
+
+    #[test]
+    fn a_flipped_byte_is_reported_and_removed() {
+        let reason = corrupt_then_get(|b| {
+            let mid = b.len() / 2;
+            b[mid] ^= 1;
+        });
+        assert!(matches!(reason, DecodeError::HashMismatch), "{reason}");
+    }
+
+    #[test]
+    fn a_truncated_entry_is_reported_and_removed() {
+        let reason = corrupt_then_get(|b| b.truncate(b.len() - 3));
+        assert!(matches!(reason, DecodeError::HashMismatch), "{reason}");
+        let reason = corrupt_then_get(|b| b.truncate(10));
+        assert!(matches!(reason, DecodeError::Truncated { len: 10, .. }), "{reason}");
+        let reason = corrupt_then_get(Vec::clear);
+        assert!(matches!(reason, DecodeError::Truncated { len: 0, .. }), "{reason}");
+    }
+
+    #[test]
+    fn concurrent_writes_leave_only_whole_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(dir.path()).unwrap();
+        std::thread::scope(|s| {
+            for t in 0..4u8 {
+                let tier = &tier;
+                s.spawn(move || {
+                    for i in 0..10u8 {
+                        assert!(tier.put(&key(i % 3 + t % 2 * 16), &sample()).unwrap());
+                    }
+                });
+            }
+        });
+        let files = all_files(&tier);
+        assert!(files.iter().all(|p| has_ext(p, ENTRY_EXT)), "temporary files left: {files:?}");
+        assert_eq!(tier.stats().entries, 6);
+        for k in [0, 1, 2, 16, 17, 18] {
+            assert_same_outputs(&sample(), &tier.get(&key(k), &registry()).unwrap().unwrap());
+        }
+    }
+
+    #[test]
+    fn clear_empties_and_reports_what_it_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(dir.path()).unwrap();
+        for i in 0..5 {
+            tier.put(&key(i), &Outputs::single("n", Value::Int(i.into()))).unwrap();
+        }
+        let leftover = tier.entry_path(&key(0)).with_extension(TEMP_EXT);
+        fs::write(&leftover, b"partial").unwrap();
+        let before = tier.stats();
+        assert_eq!(before.entries, 5);
+        assert!(before.bytes > 0);
+        assert_eq!(tier.clear().unwrap(), before);
+        assert_eq!(tier.stats(), DiskStats::default());
+        assert!(all_files(&tier).is_empty());
+        assert!(!tier.contains(&key(0)));
+    }
+}

@@ -1,0 +1,53 @@
+//! Type checking of an input expression against its port.
+
+use crate::op::PortSpec;
+use crate::types::ValueType;
+use crate::value::Value;
+
+use super::Expr;
+
+/// Checks `expr` against `port`; `output_type(node, port)` gives the type of a
+/// linked output (`None` when that node's op is unknown, already reported).
+pub(super) fn check_port(
+    port: &PortSpec,
+    expr: &Expr,
+    output_type: &dyn Fn(usize, &str) -> Option<ValueType>,
+) -> Result<(), String> {
+    let want = port.ty;
+    let (given, what) = match expr {
+        Expr::Literal(v) => (literal_type(v), format!("the literal {}", describe_literal(v))),
+        Expr::Model { name, .. } => (ValueType::Model, format!("model `{name}`")),
+        Expr::Link { node, port: out } => match output_type(*node, out) {
+            Some(t) => (t, format!("a link to output `{out}` ({t})")),
+            None => return Ok(()),
+        },
+        Expr::Interp(_) => (ValueType::Text, "interpolated text".to_string()),
+        Expr::List(_) => (ValueType::List, "a list".to_string()),
+        Expr::Map(_) => (ValueType::Map, "a map".to_string()),
+    };
+    if want.accepts(given) && !(want.is_tensor_like() && matches!(expr, Expr::Literal(_))) {
+        return Ok(());
+    }
+    let hint = match (want, expr) {
+        (ValueType::Model, _) => " (name a model from `models:` with `$name`, or give a reference like `tiny:sd`)",
+        (t, Expr::Literal(_)) if t.is_tensor_like() => " (tensors come from nodes such as `tensor.load`)",
+        (ValueType::Int, Expr::Literal(Value::Float(_))) => " (write a whole number)",
+        _ => "",
+    };
+    Err(format!("expects {want}, got {what}{hint}"))
+}
+
+fn literal_type(v: &Value) -> ValueType {
+    v.value_type()
+}
+
+fn describe_literal(v: &Value) -> String {
+    let mut text = v.to_display_string();
+    if text.chars().count() > 40 {
+        text = text.chars().take(37).collect::<String>() + "...";
+    }
+    match v {
+        Value::Text(_) => format!("text {text:?}"),
+        _ => format!("{} `{text}`", v.value_type()),
+    }
+}

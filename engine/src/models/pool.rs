@@ -1,0 +1,345 @@
+//! [`ModelPool`]: loaded models kept resident across runs and graphs (in
+//! `flow watch`, or several graphs in one process), within a byte budget.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use anyhow::{anyhow, bail, Result};
+use serde::Serialize;
+
+/// Environment variable holding the pool budget (`8G`, `512M`, `1.5GiB`, bytes).
+pub const BUDGET_ENV: &str = "FLOW_MODEL_BUDGET";
+
+/// The budget when `$FLOW_MODEL_BUDGET` is not set: 8 GiB.
+pub const DEFAULT_BUDGET: u64 = 8 << 30;
+
+/// Resident loaded models, keyed by an op-chosen string (see
+/// [`super::ResolvedModel::pool_key`]: fingerprint + device + loader id).
+///
+/// * Concurrent [`get_or_load`](ModelPool::get_or_load) calls for one key load
+///   once; the others wait and share the result. A failed (or panicking) load
+///   is not remembered: the waiters then try the load themselves.
+/// * Loads of different keys run in parallel (the pool's lock is not held
+///   while loading). A loader must not ask the pool for its own key.
+/// * Beyond the budget the least recently used entries leave the pool. An
+///   evicted model that is still in use stays alive through its `Arc` until
+///   its users drop it. A single model larger than the whole budget stays
+///   resident alone.
+pub struct ModelPool {
+    budget: u64,
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    entries: HashMap<String, Slot>,
+    tick: u64,
+    bytes: u64,
+    hits: u64,
+    loads: u64,
+    evictions: u64,
+}
+
+enum Slot {
+    Loading,
+    Ready { value: Arc<dyn Any + Send + Sync>, bytes: u64, last_used: u64 },
+}
+
+/// Counters of a [`ModelPool`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PoolStats {
+    /// Resident models.
+    pub entries: usize,
+    /// Loads in progress.
+    pub loading: usize,
+    /// Bytes held by resident models (from the loaders' hints).
+    pub bytes: u64,
+    /// The budget in bytes.
+    pub budget: u64,
+    /// Requests served by a resident model (or by waiting on a load in progress).
+    pub hits: u64,
+    /// Loads run to completion.
+    pub loads: u64,
+    /// Models that left the pool to respect the budget.
+    pub evictions: u64,
+}
+
+impl ModelPool {
+    /// An empty pool holding at most `budget_bytes` (by the loaders' hints).
+    pub fn new(budget_bytes: u64) -> Self {
+        ModelPool { budget: budget_bytes, state: Mutex::new(State::default()), changed: Condvar::new() }
+    }
+
+    /// A pool with the budget from `$FLOW_MODEL_BUDGET`, else [`DEFAULT_BUDGET`];
+    /// an unreadable value is an error naming the variable.
+    pub fn from_env() -> Result<Self> {
+        Ok(ModelPool::new(budget_from_env()?))
+    }
+
+    /// The budget in bytes.
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    /// The model under `key`, loading it with `load` if it is not resident.
+    /// `bytes_hint` is what the loaded model holds in memory (host or device).
+    /// Errors if `key` holds a value of another type than `T`.
+    pub fn get_or_load<T: Send + Sync + 'static>(
+        &self,
+        key: &str,
+        bytes_hint: u64,
+        load: impl FnOnce() -> Result<T>,
+    ) -> Result<Arc<T>> {
+        let mut st = self.lock();
+        loop {
+            st.tick += 1;
+            let tick = st.tick;
+            match st.entries.get_mut(key) {
+                Some(Slot::Ready { value, last_used, .. }) => {
+                    *last_used = tick;
+                    let value = value.clone();
+                    st.hits += 1;
+                    drop(st);
+                    return downcast(key, value);
+                }
+                Some(Slot::Loading) => st = self.changed.wait(st).unwrap_or_else(|e| e.into_inner()),
+                None => break,
+            }
+        }
+        st.entries.insert(key.to_string(), Slot::Loading);
+        drop(st);
+
+        // Clears the Loading slot if `load` fails or panics, waking the waiters.
+        struct Pending<'a> {
+            pool: &'a ModelPool,
+            key: &'a str,
+            armed: bool,
+        }
+        impl Drop for Pending<'_> {
+            fn drop(&mut self) {
+                if self.armed {
+                    let mut st = self.pool.lock();
+                    if matches!(st.entries.get(self.key), Some(Slot::Loading)) {
+                        st.entries.remove(self.key);
+                    }
+                    drop(st);
+                    self.pool.changed.notify_all();
+                }
+            }
+        }
+        let mut pending = Pending { pool: self, key, armed: true };
+        let value = Arc::new(load()?);
+        pending.armed = false;
+
+        let mut st = self.lock();
+        st.tick += 1;
+        let tick = st.tick;
+        let shared: Arc<dyn Any + Send + Sync> = value.clone();
+        st.entries.insert(key.to_string(), Slot::Ready { value: shared, bytes: bytes_hint, last_used: tick });
+        st.bytes += bytes_hint;
+        st.loads += 1;
+        self.evict(&mut st, key);
+        drop(st);
+        self.changed.notify_all();
+        Ok(value)
+    }
+
+    /// True if `key` is resident.
+    pub fn contains(&self, key: &str) -> bool {
+        matches!(self.lock().entries.get(key), Some(Slot::Ready { .. }))
+    }
+
+    /// Drops `key` from the pool (users keep their `Arc`s). True if it was resident.
+    pub fn remove(&self, key: &str) -> bool {
+        let mut st = self.lock();
+        match st.entries.get(key) {
+            Some(Slot::Ready { bytes, .. }) => {
+                let bytes = *bytes;
+                st.entries.remove(key);
+                st.bytes -= bytes;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Drops every resident model (loads in progress finish and are kept).
+    pub fn clear(&self) {
+        let mut st = self.lock();
+        st.entries.retain(|_, s| matches!(s, Slot::Loading));
+        st.bytes = 0;
+    }
+
+    /// Current counters.
+    pub fn stats(&self) -> PoolStats {
+        let st = self.lock();
+        PoolStats {
+            entries: st.entries.values().filter(|s| matches!(s, Slot::Ready { .. })).count(),
+            loading: st.entries.values().filter(|s| matches!(s, Slot::Loading)).count(),
+            bytes: st.bytes,
+            budget: self.budget,
+            hits: st.hits,
+            loads: st.loads,
+            evictions: st.evictions,
+        }
+    }
+
+    /// Evicts least recently used entries other than `keep` until within budget.
+    fn evict(&self, st: &mut State, keep: &str) {
+        while st.bytes > self.budget {
+            let victim = st
+                .entries
+                .iter()
+                .filter(|(k, _)| k.as_str() != keep)
+                .filter_map(|(k, s)| match s {
+                    Slot::Ready { last_used, .. } => Some((*last_used, k.clone())),
+                    Slot::Loading => None,
+                })
+                .min();
+            let Some((_, k)) = victim else { break };
+            if let Some(Slot::Ready { bytes, .. }) = st.entries.remove(&k) {
+                st.bytes -= bytes;
+                st.evictions += 1;
+            }
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl std::fmt::Debug for ModelPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelPool").field("stats", &self.stats()).finish()
+    }
+}
+
+fn downcast<T: Send + Sync + 'static>(key: &str, value: Arc<dyn Any + Send + Sync>) -> Result<Arc<T>> {
+    value.downcast::<T>().map_err(|_| {
+        anyhow!("model pool entry `{key}` holds another type than {}", std::any::type_name::<T>())
+    })
+}
+
+/// The budget from `$FLOW_MODEL_BUDGET`, else [`DEFAULT_BUDGET`].
+pub fn budget_from_env() -> Result<u64> {
+    match std::env::var(BUDGET_ENV) {
+        Ok(s) if !s.trim().is_empty() => parse_bytes(&s).map_err(|e| anyhow!("{BUDGET_ENV}: {e}")),
+        _ => Ok(DEFAULT_BUDGET),
+    }
+}
+
+/// Parses a byte count: `1234`, `512K`, `512M`, `8G`, `1.5G`, `2T`, with an
+/// optional `B`/`iB` (`8GB`, `8GiB`); units are binary (1K = 1024), case does
+/// not matter.
+pub fn parse_bytes(text: &str) -> Result<u64> {
+    let s = text.trim();
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    if num.is_empty() {
+        bail!("`{text}` is not a size (expected e.g. `8G`, `512M` or a number of bytes)");
+    }
+    let value: f64 = num.parse().map_err(|_| anyhow!("`{text}` is not a size"))?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let unit = unit.strip_suffix("ib").or_else(|| unit.strip_suffix('b')).unwrap_or(&unit);
+    let mult: u64 = match unit {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        other => bail!("`{text}`: unknown unit `{other}` (use K, M, G or T)"),
+    };
+    let bytes = value * mult as f64;
+    if !bytes.is_finite() || bytes > u64::MAX as f64 {
+        bail!("`{text}` is too large");
+    }
+    Ok(bytes.round() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    #[test]
+    fn concurrent_loads_of_one_key_happen_once() {
+        let pool = Arc::new(ModelPool::new(1 << 30));
+        let calls = Arc::new(AtomicUsize::new(0));
+        let handles: Vec<_> = (0..8)
+            .map(|_| {
+                let (pool, calls) = (pool.clone(), calls.clone());
+                std::thread::spawn(move || {
+                    pool.get_or_load("fp|Cpu|bert", 10, || {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(Duration::from_millis(100));
+                        Ok(vec![1u8, 2, 3])
+                    })
+                    .unwrap()
+                })
+            })
+            .collect();
+        let got: Vec<Arc<Vec<u8>>> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(got.iter().all(|a| Arc::ptr_eq(a, &got[0])));
+        let s = pool.stats();
+        assert_eq!((s.entries, s.loads, s.hits, s.bytes), (1, 1, 7, 10));
+    }
+
+    #[test]
+    fn least_recently_used_models_leave_beyond_the_budget() {
+        let pool = ModelPool::new(100);
+        let a = pool.get_or_load("a", 60, || Ok("A".to_string())).unwrap();
+        let b = pool.get_or_load("b", 30, || Ok("B".to_string())).unwrap();
+        pool.get_or_load::<String>("a", 60, || panic!("a is resident")).unwrap();
+        let _c = pool.get_or_load("c", 30, || Ok("C".to_string())).unwrap();
+        assert!(pool.contains("a") && pool.contains("c") && !pool.contains("b"));
+        assert_eq!(*b, "B", "an evicted model in use stays alive");
+        let s = pool.stats();
+        assert_eq!((s.entries, s.bytes, s.evictions), (2, 90, 1));
+        // A model larger than the budget stays alone.
+        let _big = pool.get_or_load("big", 500, || Ok(0u64)).unwrap();
+        assert!(pool.contains("big") && !pool.contains("a") && !pool.contains("c"));
+        assert_eq!(pool.stats().bytes, 500);
+        drop(a);
+    }
+
+    #[test]
+    fn failed_loads_are_not_remembered() {
+        let pool = ModelPool::new(100);
+        let e = pool.get_or_load::<u32>("k", 1, || Err(anyhow!("no such file"))).unwrap_err();
+        assert!(e.to_string().contains("no such file"));
+        assert!(!pool.contains("k"));
+        assert_eq!(*pool.get_or_load("k", 1, || Ok(5u32)).unwrap(), 5);
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = pool.get_or_load::<u32>("p", 1, || panic!("boom"));
+        }));
+        assert!(panicked.is_err());
+        assert_eq!(pool.stats().loading, 0, "a panicking loader must not leave the key stuck");
+        assert_eq!(*pool.get_or_load("p", 1, || Ok(6u32)).unwrap(), 6);
+    }
+
+    #[test]
+    fn a_key_keeps_its_type() {
+        let pool = ModelPool::new(100);
+        pool.get_or_load("k", 1, || Ok(1u32)).unwrap();
+        let e = pool.get_or_load("k", 1, || Ok("x".to_string())).unwrap_err();
+        assert!(e.to_string().contains("another type"), "{e}");
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_bytes("8G").unwrap(), 8 << 30);
+        assert_eq!(parse_bytes("8GiB").unwrap(), 8 << 30);
+        assert_eq!(parse_bytes("512mb").unwrap(), 512 << 20);
+        assert_eq!(parse_bytes("1.5G").unwrap(), 3 << 29);
+        assert_eq!(parse_bytes(" 1234 ").unwrap(), 1234);
+        assert_eq!(parse_bytes("100k").unwrap(), 102400);
+        for bad in ["", "G", "8X", "eight", "1.2.3G"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
+}

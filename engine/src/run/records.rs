@@ -1,0 +1,88 @@
+//! What each node's key was made of on the last run of a graph file, kept in
+//! the cache folder, so a re-run can say *why* a node runs again.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use crate::graph::{Expr, Graph, GraphNode};
+
+use super::keys::KeyParts;
+
+/// Key parts by node id, for one graph file.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Records {
+    /// Key parts by node id.
+    pub nodes: BTreeMap<String, KeyParts>,
+}
+
+/// Where the records of the graph file `file` live under `cache_dir`.
+pub fn records_path(cache_dir: &Path, file: &str) -> PathBuf {
+    let abs = std::fs::canonicalize(file).unwrap_or_else(|_| PathBuf::from(file));
+    let id = blake3::hash(abs.to_string_lossy().as_bytes()).to_hex();
+    cache_dir.join("runs").join(format!("{}.json", &id[..32]))
+}
+
+impl Records {
+    /// Reads records; missing or unreadable records are empty (they only
+    /// improve messages).
+    pub fn load(path: &Path) -> Records {
+        std::fs::read(path).ok().and_then(|b| serde_json::from_slice(&b).ok()).unwrap_or_default()
+    }
+
+    /// Writes records atomically (temp file + rename).
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, serde_json::to_vec(self).map_err(std::io::Error::other)?)?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+/// Explains why `node` has no cache entry for its current key.
+pub fn why_it_runs(graph: &Graph, node: &GraphNode, now: &KeyParts, before: Option<&KeyParts>) -> String {
+    let Some(before) = before else {
+        return "no cache entry".to_string();
+    };
+    if before.key == now.key {
+        return "cache entry missing (evicted, cleared or not written)".to_string();
+    }
+    let mut reasons = Vec::new();
+    if before.op != now.op {
+        reasons.push(format!("op changed ({} -> {})", before.op, now.op));
+    }
+    for (port, hash) in &now.inputs {
+        if before.inputs.get(port) == Some(hash) {
+            continue;
+        }
+        let mut upstream = Vec::new();
+        if let Some(expr) = node.inputs.get(port) {
+            expr.for_each_link(&mut |n, _| upstream.push(graph.nodes[n].id.clone()));
+        }
+        let model = matches!(node.inputs.get(port), Some(Expr::Model { .. }));
+        reasons.push(if model {
+            format!("model `{port}` changed")
+        } else if upstream.is_empty() {
+            format!("input `{port}` changed")
+        } else {
+            upstream.dedup();
+            format!("upstream `{}` changed", upstream.join("`, `"))
+        });
+    }
+    for port in before.inputs.keys().filter(|p| !now.inputs.contains_key(*p)) {
+        reasons.push(format!("input `{port}` removed"));
+    }
+    if before.fingerprint != now.fingerprint {
+        reasons.push(if node.op.spec().name.starts_with("script.") {
+            "script changed".to_string()
+        } else {
+            "content it reads changed".to_string()
+        });
+    }
+    if reasons.is_empty() {
+        "no cache entry".to_string()
+    } else {
+        reasons.join(", ")
+    }
+}

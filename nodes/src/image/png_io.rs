@@ -1,0 +1,225 @@
+//! `image.load` and `image.save`: PNG files.
+
+use std::path::Path;
+
+use anyhow::{anyhow, Result};
+use flow_engine::{
+    Cost, Fingerprint, Inputs, Op, OpContext, OpSpec, Outputs, PortSpec, Value, ValueType,
+};
+use image::ImageFormat;
+
+use super::planes::Planes;
+use super::provenance;
+use crate::fsutil;
+
+pub(crate) struct Load {
+    spec: OpSpec,
+}
+
+impl Load {
+    pub(crate) fn new() -> Self {
+        Load {
+            spec: OpSpec {
+                name: "image.load".into(),
+                version: 1,
+                doc: "Loads a PNG image as a [1, C, H, W] f32 image in [0, 1]: gray images \
+                      have 1 channel, color images 3, images with transparency 4 (RGBA). 8-bit \
+                      values v become v / 255, 16-bit values v / 65535. The cache key includes \
+                      the file's content hash."
+                    .into(),
+                inputs: vec![PortSpec::new(
+                    "path",
+                    ValueType::Text,
+                    "the PNG file, relative to the graph file's folder",
+                )],
+                outputs: vec![PortSpec::new("image", ValueType::Image, "the image")],
+                output: false,
+                cost: Cost::Heavy,
+            },
+        }
+    }
+}
+
+impl Op for Load {
+    fn spec(&self) -> &OpSpec {
+        &self.spec
+    }
+
+    fn run(&self, inputs: &Inputs, ctx: &OpContext) -> Result<Outputs> {
+        let path = inputs.path("path", ctx)?;
+        let bytes = fsutil::read(&path)?;
+        let img = image::load_from_memory_with_format(&bytes, ImageFormat::Png)
+            .map_err(|e| anyhow!("cannot decode `{}` as PNG: {e}", path.display()))?;
+        let (w, h) = (img.width() as usize, img.height() as usize);
+        let color = img.color();
+        let (c, interleaved) = if color.has_alpha() {
+            (4, img.into_rgba32f().into_raw())
+        } else if color.has_color() {
+            (3, img.into_rgb32f().into_raw())
+        } else {
+            (1, img.to_luma32f().into_raw())
+        };
+        let plane = h * w;
+        let mut data = vec![0.0f32; c * plane];
+        for (p, pixel) in interleaved.chunks_exact(c).enumerate() {
+            for (ch, &x) in pixel.iter().enumerate() {
+                data[ch * plane + p] = x;
+            }
+        }
+        Ok(Outputs::single(
+            "image",
+            Planes::new(1, c, h, w, data).into_value(ctx.device())?,
+        ))
+    }
+
+    fn fingerprint(&self, literal_inputs: &Inputs, graph_dir: &Path) -> Result<Fingerprint> {
+        fsutil::file_fingerprint(literal_inputs, "path", graph_dir)
+    }
+}
+
+pub(crate) struct Save {
+    spec: OpSpec,
+}
+
+impl Save {
+    pub(crate) fn new() -> Self {
+        Save {
+            spec: OpSpec {
+                name: "image.save".into(),
+                version: 1,
+                doc: "Saves an image as an 8-bit PNG (gray, RGB or RGBA after its channels; each \
+                      value stored as round(clamp(x, 0, 1) * 255)), atomically, creating missing \
+                      folders. A batch of N > 1 images is saved as NAME-0.png, NAME-1.png, .... \
+                      Text chunks record the provenance: flow:graph_hash, flow:graph_name, \
+                      flow:params (JSON), flow:version, and `parameters`, a readable summary \
+                      (prompt, negative prompt, then `Key: value` fields) as other tools write \
+                      it. An output node; a cached result stands only while the files exist."
+                    .into(),
+                inputs: vec![
+                    PortSpec::new(
+                        "image",
+                        ValueType::Image,
+                        "the image or batch of images to save",
+                    ),
+                    PortSpec::new(
+                        "path",
+                        ValueType::Text,
+                        "the PNG file to write, relative to the graph file's folder",
+                    ),
+                ],
+                outputs: vec![
+                    PortSpec::new(
+                        "path",
+                        ValueType::Text,
+                        "the path written, as given; for a batch, the pattern NAME-{i}.png",
+                    ),
+                    PortSpec::new(
+                        "paths",
+                        ValueType::List,
+                        "every file written, in batch order",
+                    ),
+                ],
+                output: true,
+                cost: Cost::Heavy,
+            },
+        }
+    }
+}
+
+impl Op for Save {
+    fn spec(&self) -> &OpSpec {
+        &self.spec
+    }
+
+    fn run(&self, inputs: &Inputs, ctx: &OpContext) -> Result<Outputs> {
+        let planes = Planes::from_tensor(inputs.tensor("image")?, "image")?;
+        let given = inputs.text("path")?;
+        let chunks = provenance::text_chunks(ctx.provenance(), planes.w, planes.h);
+        let names: Vec<String> = if planes.n == 1 {
+            vec![given.to_string()]
+        } else {
+            (0..planes.n)
+                .map(|i| numbered(given, &i.to_string()))
+                .collect()
+        };
+        for (i, name) in names.iter().enumerate() {
+            ctx.check_cancelled()?;
+            let path = ctx.resolve_path(Path::new(name));
+            let png = encode(&planes, i, &chunks)
+                .map_err(|e| anyhow!("cannot encode `{}` as PNG: {e}", path.display()))?;
+            fsutil::write_atomic(&path, &png)?;
+            if planes.n > 1 {
+                ctx.progress(i as u64 + 1, planes.n as u64);
+            }
+        }
+        let path = if planes.n == 1 {
+            given.to_string()
+        } else {
+            numbered(given, "{i}")
+        };
+        let mut out = Outputs::single("path", path);
+        out.set(
+            "paths",
+            Value::list(names.into_iter().map(Value::from).collect()),
+        );
+        Ok(out)
+    }
+
+    fn cached_result_valid(&self, outputs: &Outputs, graph_dir: &Path) -> bool {
+        fsutil::written_files_exist(outputs, "paths", graph_dir)
+    }
+}
+
+/// `out/cat.png` → `out/cat-{index}.png`; a name without extension gets the
+/// suffix at its end.
+fn numbered(path: &str, index: &str) -> String {
+    let name_start = path.rfind(['/', '\\']).map_or(0, |i| i + 1);
+    match path[name_start..].rfind('.') {
+        Some(dot) if dot > 0 => {
+            let dot = name_start + dot;
+            format!("{}-{index}{}", &path[..dot], &path[dot..])
+        }
+        _ => format!("{path}-{index}"),
+    }
+}
+
+/// Image `index` of `planes` as PNG bytes, with `chunks` as text chunks (tEXt
+/// when the text is Latin-1, iTXt (UTF-8) otherwise).
+fn encode(planes: &Planes, index: usize, chunks: &[(&str, String)]) -> Result<Vec<u8>> {
+    let width = u32::try_from(planes.w)
+        .map_err(|_| anyhow!("the image is {} pixels wide, too wide for PNG", planes.w))?;
+    let height = u32::try_from(planes.h)
+        .map_err(|_| anyhow!("the image is {} pixels high, too high for PNG", planes.h))?;
+    let mut bytes = Vec::new();
+    let mut encoder = png::Encoder::new(&mut bytes, width, height);
+    encoder.set_color(match planes.c {
+        1 => png::ColorType::Grayscale,
+        3 => png::ColorType::Rgb,
+        _ => png::ColorType::Rgba,
+    });
+    encoder.set_depth(png::BitDepth::Eight);
+    for (keyword, text) in chunks {
+        if text.chars().all(|c| u32::from(c) <= 0xFF) {
+            encoder.add_text_chunk(keyword.to_string(), text.clone())?;
+        } else {
+            encoder.add_itxt_chunk(keyword.to_string(), text.clone())?;
+        }
+    }
+    let mut writer = encoder.write_header()?;
+    writer.write_image_data(&planes.to_interleaved_u8(index))?;
+    writer.finish()?;
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batch_names_insert_the_index_before_the_extension() {
+        assert_eq!(numbered("out/cat.png", "0"), "out/cat-0.png");
+        assert_eq!(numbered("out.d/cat", "{i}"), "out.d/cat-{i}");
+        assert_eq!(numbered(".hidden", "1"), ".hidden-1");
+        assert_eq!(numbered("a.b.png", "2"), "a.b-2.png");
+    }
+}

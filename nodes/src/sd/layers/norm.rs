@@ -1,0 +1,55 @@
+//! Group norm (NCHW) and layer norm (channel-last), as torch computes them.
+
+use candle_core::{DType, Result, Tensor, D};
+use candle_nn::{LayerNorm, VarBuilder};
+
+use super::Activation;
+
+/// `torch.nn.GroupNorm` with affine parameters, optionally followed by an
+/// activation.
+#[derive(Clone, Debug)]
+pub(crate) struct GroupNorm {
+    weight: Tensor,
+    bias: Tensor,
+    groups: usize,
+    eps: f64,
+}
+
+impl GroupNorm {
+    /// Loads `weight` and `bias` of a group norm over `channels`.
+    pub(crate) fn new(groups: usize, channels: usize, eps: f64, vb: VarBuilder) -> Result<Self> {
+        if groups == 0 || channels % groups != 0 {
+            candle_core::bail!("group norm: {channels} channels are not divisible into {groups} groups");
+        }
+        Ok(GroupNorm { weight: vb.get(channels, "weight")?, bias: vb.get(channels, "bias")?, groups, eps })
+    }
+
+    /// Normalises `x: (N, C, ...)` per sample and group, then applies the
+    /// per-channel affine map and `act`.
+    pub(crate) fn forward(&self, x: &Tensor, act: Option<Activation>) -> Result<Tensor> {
+        let dims = x.dims();
+        let (n, c) = (dims[0], dims[1]);
+        let dtype = x.dtype();
+        let xs = x.reshape((n, self.groups, ()))?.to_dtype(DType::F32)?;
+        let mean = xs.mean_keepdim(D::Minus1)?;
+        let xs = xs.broadcast_sub(&mean)?;
+        let var = xs.sqr()?.mean_keepdim(D::Minus1)?;
+        let xs = xs.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+        let mut shape = vec![1usize; dims.len()];
+        shape[1] = c;
+        let xs = xs
+            .to_dtype(dtype)?
+            .reshape(dims)?
+            .broadcast_mul(&self.weight.reshape(shape.as_slice())?)?
+            .broadcast_add(&self.bias.reshape(shape.as_slice())?)?;
+        match act {
+            Some(act) => act.forward(&xs),
+            None => Ok(xs),
+        }
+    }
+}
+
+/// `torch.nn.LayerNorm` over the last dimension, with affine parameters.
+pub(crate) fn layer_norm(dim: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
+    Ok(LayerNorm::new(vb.get(dim, "weight")?, vb.get(dim, "bias")?, eps))
+}

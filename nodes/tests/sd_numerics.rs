@@ -1,0 +1,187 @@
+//! Stable Diffusion numerics against the diffusers / transformers golden
+//! outputs of the tiny random-weight pipeline in tests/fixtures/tiny-sd
+//! (see its expected/README.md): per element `|got - want| <= 1e-4 +
+//! 1e-3 |want|`, token ids exact. Each check prints its max abs difference.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+use flow_nodes::sd::pipeline::{load_unet, load_vae};
+use flow_nodes::sd::tiny::generate_tiny_sd;
+use flow_nodes::sd::tokenizer::ClipTokenizer;
+use flow_nodes::sd::{guided_eps, StableDiffusion, TextEncoder};
+
+fn fixture() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-sd")
+}
+
+fn pipeline_dir() -> PathBuf {
+    fixture().join("pipeline")
+}
+
+fn expected(name: &str) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(fixture().join("expected").join(name), &Device::Cpu).unwrap()
+}
+
+/// Asserts the fixture tolerance element by element and prints the max
+/// abs difference.
+fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
+    assert_eq!(got.dims(), want.dims(), "{what}: shape");
+    let g = got.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let w = want.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let mut max_diff = 0f32;
+    let mut worst_ratio = 0f32;
+    for (a, b) in g.iter().zip(&w) {
+        let d = (a - b).abs();
+        max_diff = max_diff.max(d);
+        worst_ratio = worst_ratio.max(d / (1e-4 + 1e-3 * b.abs()));
+    }
+    println!("{what}: max abs diff {max_diff:.3e} ({:.1}% of the tolerance)", worst_ratio * 100.0);
+    assert!(worst_ratio <= 1.0, "{what}: max abs diff {max_diff:.3e} exceeds the tolerance ({worst_ratio:.2}x)");
+}
+
+#[test]
+fn sd_clip_token_ids_and_hidden_states() {
+    let want = expected("clip.safetensors");
+    let te = TextEncoder::load(&pipeline_dir(), &Device::Cpu, DType::F32).unwrap();
+    let ids = Tensor::cat(&[te.token_ids("a photo of a cat").unwrap(), te.token_ids("").unwrap()], 0).unwrap();
+    let want_ids = want["input_ids"].to_dtype(DType::I64).unwrap().to_vec2::<i64>().unwrap();
+    let got_ids = ids.to_dtype(DType::I64).unwrap().to_vec2::<i64>().unwrap();
+    assert_eq!(got_ids, want_ids, "token ids");
+    let hidden = te.model.forward(&ids).unwrap();
+    assert_close("clip last_hidden_state", &hidden, &want["last_hidden_state"]);
+    let pooled = te.model.pooled(&hidden, &ids).unwrap();
+    assert_close("clip pooler_output", &pooled, &want["pooler_output"]);
+    assert_close("clip encode(prompt)", &te.encode("a photo of a cat").unwrap(), &want["last_hidden_state"].i(0..1).unwrap());
+}
+
+#[test]
+fn sd_unet_single_step() {
+    let want = expected("unet_step.safetensors");
+    let unet = load_unet(&pipeline_dir(), &Device::Cpu, DType::F32).unwrap();
+    let t = want["timestep"].to_vec1::<f32>().unwrap()[0] as f64;
+    let got = unet.forward(&want["sample"], t, &want["encoder_hidden_states"]).unwrap();
+    assert_close("unet noise_pred", &got, &want["noise_pred"]);
+}
+
+#[test]
+fn sd_unet_guided_batch_of_trajectory() {
+    let clip = expected("clip.safetensors");
+    let (cond, uncond) = (clip["last_hidden_state"].i(0..1).unwrap(), clip["last_hidden_state"].i(1..2).unwrap());
+    let unet = load_unet(&pipeline_dir(), &Device::Cpu, DType::F32).unwrap();
+    let traj = expected("trajectory_ddim.safetensors");
+    let ts = traj["unet_t"].to_vec1::<f32>().unwrap();
+    for (step, &t) in ts.iter().enumerate().take(2) {
+        let unet_in = traj["unet_in"].i(step).unwrap();
+        let want = traj["unet_out"].i(step).unwrap();
+        let context = Tensor::cat(&[&uncond, &cond], 0).unwrap();
+        let raw = unet.forward(&unet_in, t as f64, &context).unwrap();
+        assert_close(&format!("unet batch [uncond, cond] step {step}"), &raw, &want);
+        let guided = guided_eps(&unet, &unet_in.i(0..1).unwrap(), t as f64, &cond, &uncond, 7.5).unwrap();
+        let (u, c) = (want.i(0..1).unwrap(), want.i(1..2).unwrap());
+        let want_guided = (&u + ((c - &u).unwrap() * 7.5).unwrap()).unwrap();
+        assert_close(&format!("guided_eps step {step}"), &guided, &want_guided);
+    }
+}
+
+#[test]
+fn sd_vae_decode_and_encode() {
+    let want = expected("vae.safetensors");
+    let vae = load_vae(&pipeline_dir(), &Device::Cpu, DType::F32).unwrap();
+    assert_eq!(vae.scale_factor(), 2);
+    assert_close("vae decoded", &vae.decode(&want["latent"]).unwrap(), &want["decoded"]);
+    let dist = vae.encode(&want["image"]).unwrap();
+    assert_close("vae latent_mean", &dist.mean, &want["latent_mean"]);
+    assert_close("vae latent_std", &dist.std, &want["latent_std"]);
+}
+
+#[test]
+fn sd_vae_pipeline_scaling() {
+    let vae = load_vae(&pipeline_dir(), &Device::Cpu, DType::F32).unwrap();
+    let traj = expected("trajectory_ddim.safetensors");
+    assert_close("latent_to_image", &vae.latent_to_image(&traj["final_latent"]).unwrap(), &traj["image"]);
+    let i2i = expected("img2img_ddim.safetensors");
+    let image01 = i2i["input_image"].affine(0.5, 0.5).unwrap();
+    let dist = vae.image_to_latent(&image01).unwrap();
+    assert_close("img2img init_latents", &dist.sample(&i2i["vae_sample_eps"]).unwrap(), &i2i["init_latents"]);
+}
+
+#[test]
+fn sd_tokenizer_from_vocab_and_merges_matches_tokenizer_json() {
+    let src = pipeline_dir().join("tokenizer");
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let fast = ClipTokenizer::load(&src, 77).unwrap();
+    let slow = ClipTokenizer::load(dir.path(), 77).unwrap();
+    let long = "a very long prompt, ".repeat(40);
+    for text in ["a photo of a cat", "", "Hello   World!! 123 don't <|endoftext|> émigré", long.as_str()] {
+        let ids = fast.encode(text).unwrap();
+        assert_eq!(ids.len(), 77);
+        assert_eq!(ids, slow.encode(text).unwrap(), "{text:?}");
+    }
+    let ids = fast.encode(&long).unwrap();
+    assert_eq!((ids[0], ids[76]), (49406, 49407), "truncated to bos + 75 tokens + eos");
+
+    // SD 2.x pads with "!" (id 0), named by special_tokens_map.json.
+    std::fs::write(
+        dir.path().join("special_tokens_map.json"),
+        r#"{"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "!", "unk_token": "<|endoftext|>"}"#,
+    )
+    .unwrap();
+    let sd2 = ClipTokenizer::load(dir.path(), 77).unwrap();
+    assert_eq!(sd2.pad_id(), 0);
+    assert_eq!(&sd2.encode("a photo of a cat").unwrap()[..9], &[49406, 320, 1125, 539, 320, 2368, 49407, 0, 0]);
+}
+
+#[test]
+fn sd_tiny_generator_writes_the_fixture_layout_deterministically() {
+    let a = tempfile::tempdir().unwrap();
+    let b = tempfile::tempdir().unwrap();
+    generate_tiny_sd(a.path()).unwrap();
+    generate_tiny_sd(b.path()).unwrap();
+    let fixture = pipeline_dir();
+    for rel in [
+        "model_index.json",
+        "scheduler/scheduler_config.json",
+        "text_encoder/config.json",
+        "unet/config.json",
+        "vae/config.json",
+        "tokenizer/tokenizer.json",
+        "tokenizer/tokenizer_config.json",
+        "tokenizer/special_tokens_map.json",
+    ] {
+        assert_eq!(std::fs::read(a.path().join(rel)).unwrap(), std::fs::read(fixture.join(rel)).unwrap(), "{rel}");
+    }
+    for rel in ["text_encoder/model.safetensors", "unet/diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors"] {
+        let bytes = std::fs::read(a.path().join(rel)).unwrap();
+        assert_eq!(bytes, std::fs::read(b.path().join(rel)).unwrap(), "{rel} is deterministic");
+        let got = candle_core::safetensors::load(a.path().join(rel), &Device::Cpu).unwrap();
+        let want = candle_core::safetensors::load(fixture.join(rel), &Device::Cpu).unwrap();
+        let mut got_names: Vec<_> = got.iter().map(|(k, v)| (k.clone(), v.dims().to_vec())).collect();
+        let mut want_names: Vec<_> = want.iter().map(|(k, v)| (k.clone(), v.dims().to_vec())).collect();
+        got_names.sort();
+        want_names.sort();
+        assert_eq!(got_names, want_names, "{rel}: tensor names and shapes");
+    }
+    // The vocab.json + merges.txt route gives the same tokenizer.
+    std::fs::remove_file(a.path().join("tokenizer/tokenizer.json")).unwrap();
+    let te = TextEncoder::load(a.path(), &Device::Cpu, DType::F32).unwrap();
+    let ids = te.token_ids("a photo of a cat").unwrap().to_vec2::<u32>().unwrap();
+    assert_eq!(&ids[0][..7], &[49406, 320, 1125, 539, 320, 2368, 49407]);
+
+    // The whole pipeline runs on the generated model.
+    let sd = StableDiffusion::load(b.path(), &Device::Cpu, DType::F32).unwrap();
+    let cond = sd.text_encoder.encode("a lighthouse").unwrap();
+    let uncond = sd.text_encoder.encode("").unwrap();
+    let latent = Tensor::randn(0f32, 1f32, (1, 4, 8, 8), &Device::Cpu).unwrap();
+    let eps = guided_eps(&sd.unet, &latent, 500.0, &cond, &uncond, 7.5).unwrap();
+    assert_eq!(eps.dims(), &[1, 4, 8, 8]);
+    let image = sd.vae.latent_to_image(&latent).unwrap();
+    assert_eq!(image.dims(), &[1, 3, 16, 16]);
+    let v = image.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert!(v.iter().all(|x| (0.0..=1.0).contains(x)));
+    assert!(eps.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|x| x.is_finite()));
+}

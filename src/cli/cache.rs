@@ -1,0 +1,63 @@
+//! `flow cache stats` and `flow cache clear`.
+
+use std::path::PathBuf;
+
+use flow_engine::cache::DiskTier;
+
+use super::common::cache_dir;
+use super::{EXIT_FAILED, EXIT_OK};
+
+fn open(dir: &Option<PathBuf>) -> Result<(PathBuf, DiskTier), u8> {
+    let dir = cache_dir(dir);
+    DiskTier::open(dir.join("v1")).map(|d| (dir.clone(), d)).map_err(|e| {
+        eprintln!("error: cannot open the cache at {}: {e}", dir.display());
+        EXIT_FAILED
+    })
+}
+
+/// Prints the number of entries and bytes in the disk cache.
+pub fn stats(dir: Option<PathBuf>) -> u8 {
+    match open(&dir) {
+        Ok((path, disk)) => {
+            let s = disk.stats();
+            println!("cache: {}", path.display());
+            println!("entries: {}", s.entries);
+            println!("bytes: {} ({})", s.bytes, human_bytes(s.bytes));
+            EXIT_OK
+        }
+        Err(code) => code,
+    }
+}
+
+/// Removes every entry of the disk cache.
+pub fn clear(dir: Option<PathBuf>) -> u8 {
+    match open(&dir) {
+        Ok((path, disk)) => match disk.clear() {
+            Ok(s) => {
+                println!("removed {} entries ({}) from {}", s.entries, human_bytes(s.bytes), path.display());
+                EXIT_OK
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                EXIT_FAILED
+            }
+        },
+        Err(code) => code,
+    }
+}
+
+/// Bytes with a binary unit.
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}

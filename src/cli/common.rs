@@ -1,0 +1,85 @@
+//! What the commands share: loading a graph with located errors, building
+//! the engine from the command-line options.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use flow_engine::cache::{default_cache_dir, default_memory_budget, parse_bytes};
+use flow_engine::graph::{self, DeviceChoice, Graph, Override};
+use flow_engine::run::{default_cpu_slots, NoModels, PlanOptions};
+use flow_engine::{Engine, EngineConfig, Registry};
+
+use crate::GraphArgs;
+
+/// The registry of every built-in op.
+pub fn registry() -> Registry {
+    flow_nodes::registry()
+}
+
+/// Loads and validates a graph, printing every error. `Err` carries the exit code.
+pub fn load_graph(path: &Path, set: &[String], registry: &Registry) -> Result<Graph, u8> {
+    let mut overrides = Vec::new();
+    let mut bad = Vec::new();
+    for s in set {
+        match Override::parse(s) {
+            Ok(o) => overrides.push(o),
+            Err(e) => bad.push(e),
+        }
+    }
+    if !bad.is_empty() {
+        for e in bad {
+            eprintln!("error: {e}");
+        }
+        return Err(super::EXIT_INVALID);
+    }
+    graph::load(path, &overrides, registry).map_err(|diags| {
+        eprint!("{}", diags.render());
+        super::EXIT_INVALID
+    })
+}
+
+/// The cache folder from `--cache-dir` or the defaults.
+pub fn cache_dir(arg: &Option<PathBuf>) -> PathBuf {
+    arg.clone().unwrap_or_else(default_cache_dir)
+}
+
+/// Builds the engine for the graph options. `Err` carries the exit code.
+pub fn engine(args: &GraphArgs, registry: Registry) -> Result<Engine, u8> {
+    let memory_budget = match &args.memory_budget {
+        Some(b) => parse_bytes(b).map_err(|e| {
+            eprintln!("error: --memory-budget {b}: {e:#}");
+            super::EXIT_INVALID
+        })?,
+        None => default_memory_budget(),
+    };
+    let Some(default_device) = DeviceChoice::parse(&args.device) else {
+        eprintln!("error: --device {}: use cpu, cuda:N or auto", args.device);
+        return Err(super::EXIT_INVALID);
+    };
+    let config = EngineConfig {
+        cache_dir: Some(cache_dir(&args.cache_dir)),
+        memory_budget,
+        cpu_slots: args.jobs.unwrap_or_else(default_cpu_slots),
+        default_device,
+    };
+    Engine::new(registry, Arc::new(NoModels), config).map_err(|e| {
+        eprintln!("error: {e:#}");
+        super::EXIT_FAILED
+    })
+}
+
+/// Plan options from the command line; unknown `--only` nodes are reported.
+pub fn plan_options(graph: &Graph, args: &GraphArgs, no_cache: bool) -> Result<PlanOptions, u8> {
+    let mut only = Vec::new();
+    for id in &args.only {
+        match graph.node_index(id) {
+            Some(i) => only.push(i),
+            None => {
+                let help = flow_engine::diagnostics::did_you_mean(id, graph.nodes.iter().map(|n| n.id.as_str()));
+                eprintln!("error: --only {id}: the graph has no node `{id}`{}", help.map(|h| format!("; {h}")).unwrap_or_default());
+                return Err(super::EXIT_INVALID);
+            }
+        }
+    }
+    Ok(PlanOptions { only, no_cache, probe_only: false })
+}

@@ -1,0 +1,17 @@
+//! The commands of the `flow` binary.
+
+pub mod cache;
+pub mod common;
+pub mod inspect;
+pub mod render;
+pub mod run;
+pub mod table;
+
+/// Exit code: success.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: a node failed.
+pub const EXIT_FAILED: u8 = 1;
+/// Exit code: invalid graph or usage.
+pub const EXIT_INVALID: u8 = 2;
+/// Exit code: interrupted (Ctrl-C).
+pub const EXIT_INTERRUPTED: u8 = 130;
