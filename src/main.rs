@@ -82,6 +82,14 @@ enum Command {
         /// Show only this op.
         op: Option<String>,
     },
+    /// List, fetch or verify models.
+    Models {
+        #[command(subcommand)]
+        action: ModelsAction,
+        /// Cache folder (models live in its `models/` folder).
+        #[arg(long, global = true, value_name = "DIR")]
+        cache_dir: Option<PathBuf>,
+    },
     /// Inspect or clear the cache.
     Cache {
         #[command(subcommand)]
@@ -102,6 +110,19 @@ pub enum GraphFormat {
 }
 
 #[derive(Subcommand)]
+enum ModelsAction {
+    /// Catalog models (installed or not) and tiny test models.
+    List,
+    /// Fetch a catalog model now, verifying every file.
+    Pull {
+        /// Catalog name, e.g. `minilm`.
+        name: String,
+    },
+    /// Re-hash every installed catalog model against its pinned sha256.
+    Verify,
+}
+
+#[derive(Subcommand)]
 enum CacheAction {
     /// Entries and bytes in the cache.
     Stats,
@@ -117,6 +138,9 @@ fn main() -> ExitCode {
         Command::Plan { args, no_cache } => cli::inspect::plan(&args, no_cache),
         Command::Graph { graph, format } => cli::inspect::graph(&graph, format),
         Command::Ops { op } => cli::inspect::ops(op.as_deref()),
+        Command::Models { action: ModelsAction::List, cache_dir } => cli::models::list(cache_dir),
+        Command::Models { action: ModelsAction::Pull { name }, cache_dir } => cli::models::pull(&name, cache_dir),
+        Command::Models { action: ModelsAction::Verify, cache_dir } => cli::models::verify(cache_dir),
         Command::Cache { action: CacheAction::Stats, cache_dir } => cli::cache::stats(cache_dir),
         Command::Cache { action: CacheAction::Clear, cache_dir } => cli::cache::clear(cache_dir),
     };

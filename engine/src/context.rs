@@ -10,6 +10,7 @@ use anyhow::{bail, Result};
 use candle_core::Device;
 
 use crate::events::{Event, EventSink};
+use crate::models::ModelPool;
 
 /// A flag that asks a run to stop at the next step boundary.
 #[derive(Clone, Debug, Default)]
@@ -58,6 +59,7 @@ pub struct OpContext {
     sink: EventSink,
     started: Instant,
     provenance: Arc<Provenance>,
+    models: Arc<ModelPool>,
 }
 
 impl OpContext {
@@ -72,7 +74,27 @@ impl OpContext {
         started: Instant,
         provenance: Arc<Provenance>,
     ) -> Self {
-        OpContext { node: node.into(), device, graph_dir, cancel, sink, started, provenance }
+        OpContext {
+            node: node.into(),
+            device,
+            graph_dir,
+            cancel,
+            sink,
+            started,
+            provenance,
+            models: Arc::new(ModelPool::new(crate::models::pool::DEFAULT_BUDGET)),
+        }
+    }
+
+    /// Uses `pool` for loaded models (the engine shares one pool across runs).
+    pub fn with_models(mut self, pool: Arc<ModelPool>) -> Self {
+        self.models = pool;
+        self
+    }
+
+    /// The resident model pool: load weights through it so they stay warm.
+    pub fn models(&self) -> &ModelPool {
+        &self.models
     }
 
     /// The id of the node being run.

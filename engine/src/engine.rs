@@ -11,6 +11,7 @@ use crate::cache::{Cache, DiskTier, Tier};
 use crate::context::{CancelToken, Provenance};
 use crate::events::{Event, EventSink, NodeStatus};
 use crate::graph::{DeviceChoice, Graph};
+use crate::models::ModelPool;
 use crate::registry::Registry;
 use crate::run::{
     execute, make_plan, records_path, Decision, Devices, Execution, Plan, PlanOptions, Records, ResolverRef, RunReport,
@@ -37,11 +38,14 @@ pub struct Engine {
     devices: Arc<Devices>,
     runtime: tokio::runtime::Runtime,
     cache_dir: Option<PathBuf>,
+    models: Arc<ModelPool>,
 }
 
 impl Engine {
     /// An engine with its own tokio runtime.
-    pub fn new(registry: Registry, resolver: ResolverRef, config: EngineConfig) -> Result<Self> {
+    pub fn new(mut registry: Registry, resolver: ResolverRef, config: EngineConfig) -> Result<Self> {
+        crate::models::register_decoders(&mut registry);
+        let models = Arc::new(ModelPool::from_env()?);
         let disk = match &config.cache_dir {
             Some(dir) => Some(
                 DiskTier::open(dir.join("v1"))
@@ -62,12 +66,23 @@ impl Engine {
             devices: Arc::new(Devices::new(config.cpu_slots, config.default_device)),
             runtime,
             cache_dir: config.cache_dir,
+            models,
         })
     }
 
     /// The ops this engine knows.
     pub fn registry(&self) -> &Registry {
         &self.registry
+    }
+
+    /// The resident model pool.
+    pub fn models(&self) -> &ModelPool {
+        &self.models
+    }
+
+    /// The concrete device `device: auto` (or any choice) runs on.
+    pub fn resolve_device(&self, choice: DeviceChoice) -> DeviceChoice {
+        self.devices.resolve(choice)
     }
 
     /// The cache.
@@ -119,6 +134,7 @@ impl Engine {
                 graph_name: graph.name.clone(),
                 params: serde_json::Value::Object(graph.params.iter().map(|(k, v)| (k.clone(), v.to_json())).collect()),
             }),
+            models: Arc::clone(&self.models),
         };
         let mut warnings = plan.warnings.clone();
         let mut report = self.runtime.block_on(execute(Arc::clone(&graph), plan, &exec));

@@ -1,6 +1,7 @@
 //! flow-nodes: the built-in node library. Each family is a folder of small
 //! files and registers its ops with [`register_all`].
 
+use flow_engine::models::ModelStore;
 use flow_engine::Registry;
 
 pub mod core;
@@ -21,4 +22,9 @@ pub fn register_all(reg: &mut Registry) {
     core::register(reg);
     tensor::register(reg);
     image::register(reg);
+}
+
+/// Registers the generators of the `tiny:KIND` test models with a model store.
+pub fn register_tiny_models(store: &ModelStore) {
+    store.register_tiny("sd", sd::tiny::TINY_SD_VERSION, sd::tiny::generate_tiny_sd);
 }

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use flow_engine::cache::{default_cache_dir, default_memory_budget, parse_bytes};
 use flow_engine::graph::{self, DeviceChoice, Graph, Override};
-use flow_engine::run::{default_cpu_slots, NoModels, PlanOptions};
+use flow_engine::models::StoreResolver;
+use flow_engine::run::{default_cpu_slots, PlanOptions};
 use flow_engine::{Engine, EngineConfig, Registry};
 
 use crate::GraphArgs;
@@ -44,7 +45,7 @@ pub fn cache_dir(arg: &Option<PathBuf>) -> PathBuf {
 }
 
 /// Builds the engine for the graph options. `Err` carries the exit code.
-pub fn engine(args: &GraphArgs, registry: Registry) -> Result<Engine, u8> {
+pub fn engine(args: &GraphArgs, registry: Registry, quiet: bool) -> Result<Engine, u8> {
     let memory_budget = match &args.memory_budget {
         Some(b) => parse_bytes(b).map_err(|e| {
             eprintln!("error: --memory-budget {b}: {e:#}");
@@ -62,7 +63,8 @@ pub fn engine(args: &GraphArgs, registry: Registry) -> Result<Engine, u8> {
         cpu_slots: args.jobs.unwrap_or_else(default_cpu_slots),
         default_device,
     };
-    Engine::new(registry, Arc::new(NoModels), config).map_err(|e| {
+    let resolver = StoreResolver::new(super::models::store(&args.cache_dir), super::models::progress_sink(quiet));
+    Engine::new(registry, Arc::new(resolver), config).map_err(|e| {
         eprintln!("error: {e:#}");
         super::EXIT_FAILED
     })

@@ -37,7 +37,7 @@ pub fn plan(args: &GraphArgs, no_cache: bool) -> u8 {
         Ok(o) => o,
         Err(code) => return code,
     };
-    let engine = match engine(args, registry) {
+    let engine = match engine(args, registry, false) {
         Ok(e) => e,
         Err(code) => return code,
     };
@@ -54,7 +54,11 @@ pub fn plan(args: &GraphArgs, no_cache: bool) -> u8 {
             Decision::Cached(_) => cached += 1,
             Decision::Fail(_) => {}
         }
-        let device = if node.op.spec().cost == Cost::Light { "inline".to_string() } else { node.device.to_string() };
+        let device = if node.op.spec().cost == Cost::Light {
+            "inline".to_string()
+        } else {
+            engine.resolve_device(node.device).to_string()
+        };
         let what = match &p.decision {
             Decision::Run(why) => format!("run: {why}"),
             d => decision_text(d),

@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod common;
 pub mod inspect;
+pub mod models;
 pub mod render;
 pub mod run;
 pub mod table;

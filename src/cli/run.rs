@@ -23,7 +23,7 @@ pub fn run(args: &GraphArgs, no_cache: bool, json: bool) -> u8 {
         Ok(o) => o,
         Err(code) => return code,
     };
-    let engine = match engine(args, registry) {
+    let engine = match engine(args, registry, json) {
         Ok(e) => e,
         Err(code) => return code,
     };

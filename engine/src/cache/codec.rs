@@ -50,9 +50,16 @@ pub fn encode(outputs: &Outputs) -> Result<Option<Vec<u8>>, CacheError> {
         ports.insert(port.to_string(), tree);
     }
     let structure = json!({ "ports": ports }).to_string();
-    let named = encoder.tensors.iter().enumerate().map(|(i, t)| (format!("t{i}"), t));
-    let payload = safetensors::serialize(named, Some(HashMap::from([(META_KEY.to_string(), structure)])))
-        .map_err(|e| CacheError::Encode(e.to_string()))?;
+    let named = encoder
+        .tensors
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (format!("t{i}"), t));
+    let payload = safetensors::serialize(
+        named,
+        Some(HashMap::from([(META_KEY.to_string(), structure)])),
+    )
+    .map_err(|e| CacheError::Encode(e.to_string()))?;
     let mut bytes = Vec::with_capacity(HEADER_LEN + payload.len());
     bytes.extend_from_slice(MAGIC);
     bytes.extend_from_slice(blake3::hash(&payload).as_bytes());
@@ -65,7 +72,10 @@ pub fn encode(outputs: &Outputs) -> Result<Option<Vec<u8>>, CacheError> {
 /// objects are rebuilt through `registry`'s decoders.
 pub fn decode(bytes: &[u8], registry: &Registry) -> Result<Outputs, DecodeError> {
     if bytes.len() < HEADER_LEN {
-        return Err(DecodeError::Truncated { len: bytes.len(), min: HEADER_LEN });
+        return Err(DecodeError::Truncated {
+            len: bytes.len(),
+            min: HEADER_LEN,
+        });
     }
     let (magic, rest) = bytes.split_at(MAGIC.len());
     let (hash, payload) = rest.split_at(blake3::OUT_LEN);
@@ -88,7 +98,10 @@ pub fn decode(bytes: &[u8], registry: &Registry) -> Result<Outputs, DecodeError>
         .get("ports")
         .and_then(J::as_object)
         .ok_or_else(|| malformed("structure has no `ports` map".into()))?;
-    let decoder = Decoder { tensors: SafeTensors::deserialize(payload).map_err(unreadable)?, registry };
+    let decoder = Decoder {
+        tensors: SafeTensors::deserialize(payload).map_err(unreadable)?,
+        registry,
+    };
     let mut outputs = Outputs::new();
     for (port, tree) in ports {
         outputs.set(port, decoder.value(tree)?);
@@ -139,7 +152,9 @@ impl Encoder {
             Value::List(items) => {
                 let mut trees = Vec::with_capacity(items.len());
                 for item in items.iter() {
-                    let Some(tree) = self.value(item)? else { return Ok(None) };
+                    let Some(tree) = self.value(item)? else {
+                        return Ok(None);
+                    };
                     trees.push(tree);
                 }
                 J::Array(trees)
@@ -147,7 +162,9 @@ impl Encoder {
             Value::Map(entries) => {
                 let mut trees = Map::new();
                 for (k, v) in entries.iter() {
-                    let Some(tree) = self.value(v)? else { return Ok(None) };
+                    let Some(tree) = self.value(v)? else {
+                        return Ok(None);
+                    };
                     trees.insert(k.clone(), tree);
                 }
                 json!({ "map": trees })
@@ -164,8 +181,12 @@ impl Encoder {
                 json!({ "tensor": name, "kind": t.kind.name() })
             }
             Value::Object(o) => {
-                let Some(plain) = o.to_plain() else { return Ok(None) };
-                let Some(tree) = self.value(&plain)? else { return Ok(None) };
+                let Some(plain) = o.to_plain() else {
+                    return Ok(None);
+                };
+                let Some(tree) = self.value(&plain)? else {
+                    return Ok(None);
+                };
                 json!({ "object": o.type_tag(), "plain": tree })
             }
         };
@@ -184,11 +205,17 @@ impl Decoder<'_> {
         Ok(match tree {
             J::Null => Value::Null,
             J::Bool(b) => Value::Bool(*b),
-            J::Number(n) => Value::Int(n.as_i64().ok_or_else(|| malformed(format!("bad int {n}")))?),
+            J::Number(n) => Value::Int(
+                n.as_i64()
+                    .ok_or_else(|| malformed(format!("bad int {n}")))?,
+            ),
             J::String(s) => Value::text(s),
-            J::Array(items) => {
-                Value::list(items.iter().map(|t| self.value(t)).collect::<Result<_, _>>()?)
-            }
+            J::Array(items) => Value::list(
+                items
+                    .iter()
+                    .map(|t| self.value(t))
+                    .collect::<Result<_, _>>()?,
+            ),
             J::Object(fields) => self.tagged(fields)?,
         })
     }
@@ -196,7 +223,9 @@ impl Decoder<'_> {
     fn tagged(&self, fields: &Map<String, J>) -> Result<Value, DecodeError> {
         let text = |name: &str| fields.get(name).and_then(J::as_str);
         if let Some(f) = text("float") {
-            let f = f.parse::<f64>().map_err(|_| malformed(format!("bad float `{f}`")))?;
+            let f = f
+                .parse::<f64>()
+                .map_err(|_| malformed(format!("bad float `{f}`")))?;
             Ok(Value::Float(f))
         } else if let Some(entries) = fields.get("map").and_then(J::as_object) {
             let entries = entries
@@ -212,16 +241,24 @@ impl Decoder<'_> {
                 .decode_object(tag, &plain)
                 .map_err(|e| malformed(format!("object `{tag}`: {e:#}")))
         } else {
-            Err(malformed(format!("unknown node {}", J::Object(fields.clone()))))
+            Err(malformed(format!(
+                "unknown node {}",
+                J::Object(fields.clone())
+            )))
         }
     }
 
     fn tensor(&self, name: &str, kind: &str) -> Result<Value, DecodeError> {
         let kind: ValueType = kind.parse().map_err(malformed)?;
         if !kind.is_tensor_like() {
-            return Err(malformed(format!("tensor `{name}` has non-tensor kind {kind}")));
+            return Err(malformed(format!(
+                "tensor `{name}` has non-tensor kind {kind}"
+            )));
         }
-        let view = self.tensors.tensor(name).map_err(|e| malformed(e.to_string()))?;
+        let view = self
+            .tensors
+            .tensor(name)
+            .map_err(|e| malformed(e.to_string()))?;
         let dtype = DType::try_from(view.dtype()).map_err(|e| malformed(e.to_string()))?;
         let tensor = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)
             .map_err(|e| malformed(format!("tensor `{name}`: {e}")))?;
@@ -265,7 +302,9 @@ pub(crate) mod tests {
     /// A registry that decodes [`Doc`].
     pub(crate) fn registry() -> Registry {
         let mut registry = Registry::new();
-        registry.register_decoder("test.doc", |plain| Ok(Value::Object(Arc::new(Doc(Some(plain.clone()))))));
+        registry.register_decoder("test.doc", |plain| {
+            Ok(Value::Object(Arc::new(Doc(Some(plain.clone())))))
+        });
         registry
     }
 
@@ -273,7 +312,11 @@ pub(crate) mod tests {
     /// of several dtypes and a persistable object.
     pub(crate) fn sample() -> Outputs {
         let dev = Device::Cpu;
-        let f32s = Tensor::new(&[[0.5f32, -1.25, 3.0], [f32::MAX, f32::MIN_POSITIVE, 0.0]], &dev).unwrap();
+        let f32s = Tensor::new(
+            &[[0.5f32, -1.25, 3.0], [f32::MAX, f32::MIN_POSITIVE, 0.0]],
+            &dev,
+        )
+        .unwrap();
         let bytes = Tensor::new(&[0u8, 7, 255], &dev).unwrap();
         let longs = Tensor::new(&[[i64::MIN], [i64::MAX]], &dev).unwrap();
         let mut out = Outputs::new();
@@ -298,7 +341,21 @@ pub(crate) mod tests {
         );
         out.set("image", Value::tensor(ValueType::Image, f32s.t().unwrap()));
         out.set("ids", Value::tensor(ValueType::Tensor, longs));
-        out.set("doc", Value::Object(Arc::new(Doc(Some(Value::text("contents"))))));
+        out.set(
+            "half",
+            Value::tensor(ValueType::Embeddings, f32s.to_dtype(DType::BF16).unwrap()),
+        );
+        out.set(
+            "empty",
+            Value::tensor(
+                ValueType::Tensor,
+                Tensor::zeros((2, 0), DType::F16, &dev).unwrap(),
+            ),
+        );
+        out.set(
+            "doc",
+            Value::Object(Arc::new(Doc(Some(Value::text("contents"))))),
+        );
         out
     }
 
@@ -306,7 +363,10 @@ pub(crate) mod tests {
     pub(crate) fn assert_same(a: &Value, b: &Value) {
         match (a, b) {
             (Value::Float(x), Value::Float(y)) => {
-                assert!(x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()), "{x} vs {y}")
+                assert!(
+                    x.to_bits() == y.to_bits() || (x.is_nan() && y.is_nan()),
+                    "{x} vs {y}"
+                )
             }
             (Value::List(x), Value::List(y)) => {
                 assert_eq!(x.len(), y.len());
@@ -314,13 +374,18 @@ pub(crate) mod tests {
             }
             (Value::Map(x), Value::Map(y)) => {
                 assert_eq!(x.keys().collect::<Vec<_>>(), y.keys().collect::<Vec<_>>());
-                x.values().zip(y.values()).for_each(|(x, y)| assert_same(x, y));
+                x.values()
+                    .zip(y.values())
+                    .for_each(|(x, y)| assert_same(x, y));
             }
             (Value::Tensor(x), Value::Tensor(y)) => {
                 assert_eq!(x.kind, y.kind);
                 assert_eq!(x.tensor.dtype(), y.tensor.dtype());
                 assert_eq!(x.tensor.dims(), y.tensor.dims());
-                assert_eq!(raw::le_bytes(&x.tensor).unwrap(), raw::le_bytes(&y.tensor).unwrap());
+                assert_eq!(
+                    raw::le_bytes(&x.tensor).unwrap(),
+                    raw::le_bytes(&y.tensor).unwrap()
+                );
             }
             (Value::Object(x), Value::Object(y)) => {
                 assert_eq!(x.type_tag(), y.type_tag());
@@ -331,8 +396,13 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn assert_same_outputs(a: &Outputs, b: &Outputs) {
-        assert_eq!(a.iter().map(|(k, _)| k).collect::<Vec<_>>(), b.iter().map(|(k, _)| k).collect::<Vec<_>>());
-        a.iter().zip(b.iter()).for_each(|((_, x), (_, y))| assert_same(x, y));
+        assert_eq!(
+            a.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+            b.iter().map(|(k, _)| k).collect::<Vec<_>>()
+        );
+        a.iter()
+            .zip(b.iter())
+            .for_each(|((_, x), (_, y))| assert_same(x, y));
     }
 
     #[test]
@@ -347,17 +417,27 @@ pub(crate) mod tests {
 
     #[test]
     fn round_trips_empty_outputs_and_extreme_floats() {
-        assert!(decode(&encode(&Outputs::new()).unwrap().unwrap(), &registry()).unwrap().is_empty());
+        assert!(
+            decode(&encode(&Outputs::new()).unwrap().unwrap(), &registry())
+                .unwrap()
+                .is_empty()
+        );
         for f in [f64::MIN_POSITIVE, -0.0, 1e300, 5e-324, std::f64::consts::PI] {
             let out = Outputs::single("f", f);
-            assert_same_outputs(&out, &decode(&encode(&out).unwrap().unwrap(), &registry()).unwrap());
+            assert_same_outputs(
+                &out,
+                &decode(&encode(&out).unwrap().unwrap(), &registry()).unwrap(),
+            );
         }
     }
 
     #[test]
     fn objects_without_plain_form_are_not_persistable() {
         let mut out = sample();
-        out.set("opaque", Value::list(vec![Value::Object(Arc::new(Doc(None)))]));
+        out.set(
+            "opaque",
+            Value::list(vec![Value::Object(Arc::new(Doc(None)))]),
+        );
         assert!(encode(&out).unwrap().is_none());
     }
 
@@ -390,6 +470,9 @@ pub(crate) mod tests {
     fn missing_object_decoder_is_malformed() {
         let bytes = encode(&sample()).unwrap().unwrap();
         let err = decode(&bytes, &Registry::new()).unwrap_err();
-        assert!(matches!(err, DecodeError::Malformed(ref m) if m.contains("test.doc")), "{err}");
+        assert!(
+            matches!(err, DecodeError::Malformed(ref m) if m.contains("test.doc")),
+            "{err}"
+        );
     }
 }

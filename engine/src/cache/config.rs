@@ -14,10 +14,18 @@ pub const DEFAULT_MEMORY_BUDGET: usize = 4 << 30;
 /// else `$HOME/.cache/flow` (else `flow-cache` in the temporary folder).
 /// Empty variables count as unset.
 pub fn default_cache_dir() -> PathBuf {
-    cache_dir_from(env::var_os("FLOW_CACHE_DIR"), env::var_os("XDG_CACHE_HOME"), env::var_os("HOME"))
+    cache_dir_from(
+        env::var_os("FLOW_CACHE_DIR"),
+        env::var_os("XDG_CACHE_HOME"),
+        env::var_os("HOME"),
+    )
 }
 
-fn cache_dir_from(flow: Option<OsString>, xdg: Option<OsString>, home: Option<OsString>) -> PathBuf {
+fn cache_dir_from(
+    flow: Option<OsString>,
+    xdg: Option<OsString>,
+    home: Option<OsString>,
+) -> PathBuf {
     let set = |v: Option<OsString>| v.filter(|v| !v.is_empty()).map(PathBuf::from);
     if let Some(dir) = set(flow) {
         dir
@@ -44,7 +52,9 @@ pub fn default_memory_budget() -> usize {
 /// `iB` (`512M`, `4G`, `1.5GiB`, `64kb`).
 pub fn parse_bytes(text: &str) -> Result<usize> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit() && c != '.')
+        .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let shift = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 0,
@@ -56,15 +66,20 @@ pub fn parse_bytes(text: &str) -> Result<usize> {
     };
     let unit_bytes = 1u64 << shift;
     let bytes = if number.contains('.') {
-        let n: f64 = number.parse().with_context(|| format!("invalid byte size `{text}`"))?;
+        let n: f64 = number
+            .parse()
+            .with_context(|| format!("invalid byte size `{text}`"))?;
         let bytes = (n * unit_bytes as f64).round();
         if !(bytes >= 0.0 && bytes < u64::MAX as f64) {
             bail!("byte size `{text}` is out of range");
         }
         bytes as u64
     } else {
-        let n: u64 = number.parse().with_context(|| format!("invalid byte size `{text}`"))?;
-        n.checked_mul(unit_bytes).with_context(|| format!("byte size `{text}` is out of range"))?
+        let n: u64 = number
+            .parse()
+            .with_context(|| format!("invalid byte size `{text}`"))?;
+        n.checked_mul(unit_bytes)
+            .with_context(|| format!("byte size `{text}` is out of range"))?
     };
     usize::try_from(bytes).with_context(|| format!("byte size `{text}` is out of range"))
 }
@@ -87,7 +102,16 @@ mod tests {
 
     #[test]
     fn rejects_bad_sizes() {
-        for bad in ["", "G", "-1G", "4X", "1.2.3M", "99999999999999999999", "20000000000T", "lots"] {
+        for bad in [
+            "",
+            "G",
+            "-1G",
+            "4X",
+            "1.2.3M",
+            "99999999999999999999",
+            "20000000000T",
+            "lots",
+        ] {
             assert!(parse_bytes(bad).is_err(), "{bad}");
         }
     }
@@ -95,9 +119,21 @@ mod tests {
     #[test]
     fn cache_dir_follows_the_precedence() {
         let os = |s: &str| Some(OsString::from(s));
-        assert_eq!(cache_dir_from(os("/f"), os("/x"), os("/h")), PathBuf::from("/f"));
-        assert_eq!(cache_dir_from(None, os("/x"), os("/h")), PathBuf::from("/x/flow"));
-        assert_eq!(cache_dir_from(os(""), os(""), os("/h")), PathBuf::from("/h/.cache/flow"));
-        assert_eq!(cache_dir_from(None, None, None), env::temp_dir().join("flow-cache"));
+        assert_eq!(
+            cache_dir_from(os("/f"), os("/x"), os("/h")),
+            PathBuf::from("/f")
+        );
+        assert_eq!(
+            cache_dir_from(None, os("/x"), os("/h")),
+            PathBuf::from("/x/flow")
+        );
+        assert_eq!(
+            cache_dir_from(os(""), os(""), os("/h")),
+            PathBuf::from("/h/.cache/flow")
+        );
+        assert_eq!(
+            cache_dir_from(None, None, None),
+            env::temp_dir().join("flow-cache")
+        );
     }
 }

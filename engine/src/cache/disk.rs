@@ -58,7 +58,9 @@ impl DiskTier {
     /// The file of the entry under `key` (whether or not it exists).
     pub fn entry_path(&self, key: &CacheKey) -> PathBuf {
         let hex = key.to_hex();
-        self.objects.join(&hex[..2]).join(format!("{hex}.{ENTRY_EXT}"))
+        self.objects
+            .join(&hex[..2])
+            .join(format!("{hex}.{ENTRY_EXT}"))
     }
 
     /// True if an entry file exists under `key` (not verified).
@@ -196,7 +198,12 @@ mod tests {
         assert!(tier.put(&key(0xab), &sample()).unwrap());
         assert!(tier.contains(&key(0xab)));
         let hex = key(0xab).to_hex();
-        assert_eq!(tier.entry_path(&key(0xab)), dir.path().join("cache/objects/ab").join(format!("{hex}.fv")));
+        assert_eq!(
+            tier.entry_path(&key(0xab)),
+            dir.path()
+                .join("cache/objects/ab")
+                .join(format!("{hex}.fv"))
+        );
         let back = tier.get(&key(0xab), &registry()).unwrap().unwrap();
         assert_same_outputs(&sample(), &back);
     }
@@ -223,7 +230,10 @@ mod tests {
         assert!(!path.exists(), "a corrupt entry must be deleted");
         assert!(tier.get(&key(7), &registry()).unwrap().is_none());
         match err {
-            CacheError::Corrupt { path: reported, reason } => {
+            CacheError::Corrupt {
+                path: reported,
+                reason,
+            } => {
                 assert_eq!(reported, path);
                 reason
             }
@@ -245,9 +255,15 @@ mod tests {
         let reason = corrupt_then_get(|b| b.truncate(b.len() - 3));
         assert!(matches!(reason, DecodeError::HashMismatch), "{reason}");
         let reason = corrupt_then_get(|b| b.truncate(10));
-        assert!(matches!(reason, DecodeError::Truncated { len: 10, .. }), "{reason}");
+        assert!(
+            matches!(reason, DecodeError::Truncated { len: 10, .. }),
+            "{reason}"
+        );
         let reason = corrupt_then_get(Vec::clear);
-        assert!(matches!(reason, DecodeError::Truncated { len: 0, .. }), "{reason}");
+        assert!(
+            matches!(reason, DecodeError::Truncated { len: 0, .. }),
+            "{reason}"
+        );
     }
 
     #[test]
@@ -265,7 +281,10 @@ mod tests {
             }
         });
         let files = all_files(&tier);
-        assert!(files.iter().all(|p| has_ext(p, ENTRY_EXT)), "temporary files left: {files:?}");
+        assert!(
+            files.iter().all(|p| has_ext(p, ENTRY_EXT)),
+            "temporary files left: {files:?}"
+        );
         assert_eq!(tier.stats().entries, 6);
         for k in [0, 1, 2, 16, 17, 18] {
             assert_same_outputs(&sample(), &tier.get(&key(k), &registry()).unwrap().unwrap());
@@ -277,7 +296,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tier = DiskTier::open(dir.path()).unwrap();
         for i in 0..5 {
-            tier.put(&key(i), &Outputs::single("n", Value::Int(i.into()))).unwrap();
+            tier.put(&key(i), &Outputs::single("n", Value::Int(i.into())))
+                .unwrap();
         }
         let leftover = tier.entry_path(&key(0)).with_extension(TEMP_EXT);
         fs::write(&leftover, b"partial").unwrap();

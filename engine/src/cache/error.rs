@@ -56,6 +56,9 @@ pub enum CacheError {
 impl CacheError {
     /// An I/O error on `path`.
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
-        CacheError::Io { path: path.into(), source }
+        CacheError::Io {
+            path: path.into(),
+            source,
+        }
     }
 }

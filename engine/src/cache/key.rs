@@ -23,7 +23,9 @@ impl CacheKey {
 
     /// Parses 64 hex digits; `None` for anything else.
     pub fn from_hex(hex: &str) -> Option<CacheKey> {
-        blake3::Hash::from_hex(hex).ok().map(|h| CacheKey(*h.as_bytes()))
+        blake3::Hash::from_hex(hex)
+            .ok()
+            .map(|h| CacheKey(*h.as_bytes()))
     }
 }
 
@@ -69,7 +71,9 @@ impl KeyHasher {
     /// A hasher for keys of `domain` (e.g. `"node"`): keys of different
     /// domains never collide.
     pub fn new(domain: &str) -> KeyHasher {
-        let mut hasher = KeyHasher { hasher: blake3::Hasher::new() };
+        let mut hasher = KeyHasher {
+            hasher: blake3::Hasher::new(),
+        };
         hasher.write_str(ENCODING).write_str(domain);
         hasher
     }
@@ -110,7 +114,11 @@ impl KeyHasher {
                 self.tag(tag::INT).raw(&i.to_le_bytes());
             }
             Value::Float(f) => {
-                let bits = if f.is_nan() { f64::NAN.to_bits() } else { f.to_bits() };
+                let bits = if f.is_nan() {
+                    f64::NAN.to_bits()
+                } else {
+                    f.to_bits()
+                };
                 self.tag(tag::FLOAT).raw(&bits.to_le_bytes());
             }
             Value::Text(s) => {
@@ -284,7 +292,10 @@ mod tests {
         let base = key_of(&Value::tensor(ValueType::Tensor, t.clone()));
         // Same content in a non-contiguous view hashes the same.
         let transposed_twice = t.t().unwrap().t().unwrap();
-        assert_eq!(base, key_of(&Value::tensor(ValueType::Tensor, transposed_twice)));
+        assert_eq!(
+            base,
+            key_of(&Value::tensor(ValueType::Tensor, transposed_twice))
+        );
         let variants = [
             Value::tensor(ValueType::Latent, t.clone()),
             Value::tensor(ValueType::Tensor, t.reshape(4).unwrap()),
@@ -321,7 +332,10 @@ mod tests {
     fn objects_hash_through_their_plain_form() {
         let plain = Value::text("doc");
         let object = Value::Object(Arc::new(Opaque(Some(plain.clone()))));
-        assert_eq!(key_of(&object), key_of(&Value::Object(Arc::new(Opaque(Some(plain.clone()))))));
+        assert_eq!(
+            key_of(&object),
+            key_of(&Value::Object(Arc::new(Opaque(Some(plain.clone())))))
+        );
         assert_ne!(key_of(&object), key_of(&plain));
         let opaque = Value::Object(Arc::new(Opaque(None)));
         assert!(KeyHasher::new("t").write_value(&opaque).is_err());

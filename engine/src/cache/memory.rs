@@ -96,7 +96,16 @@ impl MemoryTier {
         self.bytes += bytes;
         self.keys.push(key);
         let slot = self.keys.len() - 1;
-        self.entries.insert(key, Entry { outputs, bytes, cost, last_used: now, slot });
+        self.entries.insert(
+            key,
+            Entry {
+                outputs,
+                bytes,
+                cost,
+                last_used: now,
+                slot,
+            },
+        );
     }
 
     /// Drops the entry under `key`; false if there was none.
@@ -116,7 +125,11 @@ impl MemoryTier {
 
     /// Entries, bytes held and budget.
     pub fn stats(&self) -> MemoryStats {
-        MemoryStats { entries: self.entries.len(), bytes: self.bytes, budget: self.budget }
+        MemoryStats {
+            entries: self.entries.len(),
+            bytes: self.bytes,
+            budget: self.budget,
+        }
     }
 
     fn tick(&mut self) -> u64 {
@@ -183,7 +196,9 @@ mod tests {
         let mut tier = MemoryTier::new(10_000);
         let mut rng = 1u64;
         for i in 0..5_000 {
-            rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            rng = rng
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             let size = (rng >> 33) as usize % 3_000;
             tier.put(key(i % 700), sized(size), MS * (i as u32 % 50));
             if i % 3 == 0 {
@@ -194,7 +209,10 @@ mod tests {
             if i % 50 != 0 {
                 continue;
             }
-            let held: usize = (0..700).filter_map(|k| tier.get(&key(k))).map(|o| o.byte_size()).sum();
+            let held: usize = (0..700)
+                .filter_map(|k| tier.get(&key(k)))
+                .map(|o| o.byte_size())
+                .sum();
             assert_eq!(held, stats.bytes);
         }
     }
@@ -217,7 +235,14 @@ mod tests {
         assert_eq!(tier.stats().bytes, sized(300).byte_size());
         assert!(tier.remove(&key(1)));
         assert!(!tier.remove(&key(1)));
-        assert_eq!(tier.stats(), MemoryStats { entries: 0, bytes: 0, budget: 1_000 });
+        assert_eq!(
+            tier.stats(),
+            MemoryStats {
+                entries: 0,
+                bytes: 0,
+                budget: 1_000
+            }
+        );
     }
 
     /// Fills a 1000-byte tier with three entries, adds a fourth and returns
@@ -242,7 +267,10 @@ mod tests {
     #[test]
     fn eviction_prefers_cheap_entries() {
         let slow = Duration::from_secs(2);
-        assert_eq!(evicted([(300, slow), (300, MS), (300, slow)], &[0, 1, 2]), [1]);
+        assert_eq!(
+            evicted([(300, slow), (300, MS), (300, slow)], &[0, 1, 2]),
+            [1]
+        );
     }
 
     #[test]

@@ -64,7 +64,11 @@ impl Cache {
     pub fn new(memory_budget: usize, disk: Option<DiskTier>) -> Cache {
         let disk = disk.map(Arc::new);
         let writer = disk.as_ref().map(|d| DiskWriter::spawn(Arc::clone(d)));
-        Cache { memory: Mutex::new(MemoryTier::new(memory_budget)), disk, writer }
+        Cache {
+            memory: Mutex::new(MemoryTier::new(memory_budget)),
+            disk,
+            writer,
+        }
     }
 
     /// The outputs under `key`: from memory, else from disk (verified, then
@@ -112,7 +116,10 @@ impl Cache {
     /// Waits for every queued disk write; returns the failures since the last
     /// flush, as warnings (a failed write only costs a later recompute).
     pub fn flush(&self) -> Vec<String> {
-        self.writer.as_ref().map(DiskWriter::flush).unwrap_or_default()
+        self.writer
+            .as_ref()
+            .map(DiskWriter::flush)
+            .unwrap_or_default()
     }
 
     /// What the memory tier holds.
@@ -186,7 +193,10 @@ mod tests {
         }
         assert_eq!(cache.probe(&key(3)), Some(Tier::Memory));
         assert_eq!(cache.memory_stats().entries, 1);
-        assert!(matches!(cache.lookup(&key(3), &registry()), Lookup::Memory(_)));
+        assert!(matches!(
+            cache.lookup(&key(3), &registry()),
+            Lookup::Memory(_)
+        ));
     }
 
     #[test]

@@ -11,7 +11,9 @@ pub(crate) fn le_bytes(tensor: &Tensor) -> Result<Vec<u8>> {
     let dtype = cpu.dtype();
     let (storage, layout) = cpu.storage_and_layout();
     let Storage::Cpu(storage) = &*storage else {
-        return Err(Error::Msg("tensor is not on the CPU after copying it there".into()));
+        return Err(Error::Msg(
+            "tensor is not on the CPU after copying it there".into(),
+        ));
     };
     let (start, end) = layout
         .contiguous_offsets()
@@ -62,9 +64,15 @@ mod tests {
         let t = Tensor::new(&[[1u32, 2], [3, 4]], &Device::Cpu).unwrap();
         assert_eq!(
             le_bytes(&t.t().unwrap()).unwrap(),
-            [1u32, 3, 2, 4].iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<_>>()
+            [1u32, 3, 2, 4]
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect::<Vec<_>>()
         );
-        let half = Tensor::new(&[1f32, -2.0], &Device::Cpu).unwrap().to_dtype(DType::F16).unwrap();
+        let half = Tensor::new(&[1f32, -2.0], &Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::F16)
+            .unwrap();
         assert_eq!(le_bytes(&half).unwrap(), vec![0x00, 0x3c, 0x00, 0xc0]);
     }
 }

@@ -60,15 +60,24 @@ impl DiskWriter {
             .name("flow-cache-writer".into())
             .spawn(move || write_all(&disk, jobs, &thread_progress))
             .expect("the operating system refused to start the cache writer thread");
-        DiskWriter { queue: Some(queue), thread: Some(thread), progress }
+        DiskWriter {
+            queue: Some(queue),
+            thread: Some(thread),
+            progress,
+        }
     }
 
     /// Queues `outputs` to be written under `key`.
     pub(crate) fn enqueue(&self, key: CacheKey, outputs: Outputs) {
         self.progress.lock().pending += 1;
-        let sent = self.queue.as_ref().is_some_and(|q| q.send((key, outputs)).is_ok());
+        let sent = self
+            .queue
+            .as_ref()
+            .is_some_and(|q| q.send((key, outputs)).is_ok());
         if !sent {
-            self.progress.finish(Some(format!("cache entry {key} not written: the writer thread has stopped")));
+            self.progress.finish(Some(format!(
+                "cache entry {key} not written: the writer thread has stopped"
+            )));
         }
     }
 
@@ -103,7 +112,9 @@ fn write_all(disk: &DiskTier, jobs: Receiver<Job>, progress: &Progress) {
         let warning = match result {
             Ok(Ok(_)) => None,
             Ok(Err(e)) => Some(format!("cache entry {key} not written: {e}")),
-            Err(_) => Some(format!("cache entry {key} not written: the encoder panicked")),
+            Err(_) => Some(format!(
+                "cache entry {key} not written: the encoder panicked"
+            )),
         };
         progress.finish(warning);
     }

@@ -177,6 +177,7 @@ impl<'a> Builder<'a> {
         let op = self.ops[index].clone();
         let mut inputs = BTreeMap::new();
         let mut ok = true;
+        let given: Vec<&str> = decl.inputs.iter().map(|(p, _)| p.name.as_str()).collect();
         for (port_name, value) in &decl.inputs {
             let port = op.as_ref().and_then(|op| op.spec().input(&port_name.name));
             if let Some(op) = &op {
@@ -205,7 +206,7 @@ impl<'a> Builder<'a> {
         }
         let op = op?;
         for port in op.spec().inputs.iter().filter(|p| p.is_required()) {
-            if !inputs.contains_key(port.name) {
+            if !given.contains(&port.name) {
                 diags.push(Diagnostic::at(
                     decl.id.loc,
                     decl.id.len,
@@ -237,7 +238,34 @@ impl<'a> Builder<'a> {
         }
         deps.sort_unstable();
         deps.dedup();
-        Some(GraphNode { id: decl.id.name.clone(), op, inputs, device, cache: decl.cache.unwrap_or(true), deps, loc: decl.id.loc })
+        let template_params = self.template_params(&op, &inputs);
+        Some(GraphNode {
+            id: decl.id.name.clone(),
+            op,
+            inputs,
+            device,
+            cache: decl.cache.unwrap_or(true),
+            deps,
+            template_params,
+            loc: decl.id.loc,
+        })
+    }
+
+    /// Params named as `${name}` in the node's verbatim text inputs.
+    fn template_params(&self, op: &OpRef, inputs: &BTreeMap<String, Expr>) -> BTreeMap<String, Value> {
+        let mut used = BTreeMap::new();
+        for port in op.spec().inputs.iter().filter(|p| !p.interpolate) {
+            if let Some(Expr::Literal(Value::Text(text))) = inputs.get(port.name) {
+                for (_, rest) in text.match_indices("${").map(|(i, _)| ((), &text[i + 2..])) {
+                    let Some(end) = rest.find('}') else { continue };
+                    let name = rest[..end].trim();
+                    if let Some(v) = self.params.get(name) {
+                        used.insert(name.to_string(), v.clone());
+                    }
+                }
+            }
+        }
+        used
     }
 
     fn check(&self, decl: &NodeDecl, port: &PortSpec, expr: &Expr, value: &Node, diags: &mut Diagnostics) -> bool {

@@ -82,6 +82,9 @@ pub struct GraphNode {
     pub cache: bool,
     /// Upstream nodes, each once, sorted.
     pub deps: Vec<usize>,
+    /// Params named by `${...}` in verbatim inputs (templates the op fills
+    /// itself): part of the node's cache key.
+    pub template_params: BTreeMap<String, Value>,
     /// Where the node's id is written.
     pub loc: Location,
 }

@@ -25,10 +25,16 @@ impl Override {
         if !crate::source::refs::is_identifier(key) {
             return Err(format!("bad --set `{arg}`: `{key}` is not a param name"));
         }
-        let value = match yaml::parse(raw) {
-            Ok(Some(node)) => plain_literal(&node).map_err(|e| format!("bad --set `{arg}`: {e}"))?,
-            Ok(None) => scalar::plain_value(""),
-            Err(_) => Value::text(raw),
+        let trimmed = raw.trim();
+        let structured = trimmed.starts_with(['[', '{', '"', '\'']);
+        let value = if structured {
+            match yaml::parse(trimmed) {
+                Ok(Some(node)) => plain_literal(&node).map_err(|e| format!("bad --set `{arg}`: {e}"))?,
+                Ok(None) => Value::Null,
+                Err(e) => return Err(format!("bad --set `{arg}`: {}", e.message)),
+            }
+        } else {
+            scalar::plain_value(trimmed)
         };
         Ok(Override { key: key.to_string(), value })
     }

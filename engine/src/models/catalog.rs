@@ -155,7 +155,7 @@ impl Catalog {
         let names: Vec<&str> = self.models.iter().map(|m| m.name.as_str()).collect();
         let close = names
             .iter()
-            .map(|n| (strsim::normalized_damerau_levenshtein(n, name), *n))
+            .map(|n| (strsim::normalized_damerau_levenshtein(n, &name.to_ascii_lowercase()), *n))
             .filter(|(s, _)| *s >= 0.6)
             .max_by(|a, b| a.0.total_cmp(&b.0));
         let hint = match close {
@@ -270,6 +270,10 @@ mod tests {
         let e = c.lookup("minlm").unwrap_err().to_string();
         assert!(e.contains("did you mean `minilm`"), "{e}");
         assert!(e.contains("./minlm"), "{e}");
+        let e = c.lookup("MiniLM").unwrap_err().to_string();
+        assert!(e.contains("did you mean `minilm`"), "{e}");
+        let e = c.lookup("zzzz").unwrap_err().to_string();
+        assert!(!e.contains("did you mean") && e.contains("`clip-tokenizer`"), "{e}");
     }
 
     #[test]

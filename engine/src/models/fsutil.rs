@@ -24,7 +24,6 @@ impl TempDir {
     pub(crate) fn new_in(parent: &Path, label: &str) -> io::Result<TempDir> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let base = parent.join(TMP_DIR);
-        fs::create_dir_all(&base)?;
         let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let label: String =
             label.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect();
@@ -33,8 +32,17 @@ impl TempDir {
             std::process::id(),
             COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        fs::create_dir(&path)?;
-        Ok(TempDir { path: Some(path) })
+        // Another TempDir's drop may remove an empty `.tmp` between the two
+        // calls below; try again then.
+        let mut tries = 0;
+        loop {
+            fs::create_dir_all(&base)?;
+            match fs::create_dir(&path) {
+                Ok(()) => return Ok(TempDir { path: Some(path) }),
+                Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 10 => tries += 1,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The folder.

@@ -20,6 +20,7 @@ pub mod hub;
 pub mod pool;
 pub mod reference;
 pub mod resolved;
+mod resolver;
 pub mod store;
 pub mod tiny;
 pub mod wheel;
@@ -33,9 +34,10 @@ use serde::Serialize;
 
 pub use catalog::{Catalog, CatalogEntry, PinnedFile, Source};
 pub use fingerprint::Fingerprinter;
-pub use pool::{parse_bytes, ModelPool, PoolStats};
+pub use pool::{ModelPool, PoolStats};
 pub use reference::{ModelRef, ModelRefError};
 pub use resolved::{register_decoders, ResolvedModel};
+pub use resolver::{ProgressSink, StoreResolver};
 pub use store::{ModelListing, ModelStore, VerifiedModel, VerifyReport};
 pub use tiny::TinyGenerator;
 

@@ -5,7 +5,7 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use anyhow::{anyhow, bail, Result};
+use anyhow::{anyhow, Result};
 use serde::Serialize;
 
 /// Environment variable holding the pool budget (`8G`, `512M`, `1.5GiB`, bytes).
@@ -226,37 +226,9 @@ fn downcast<T: Send + Sync + 'static>(key: &str, value: Arc<dyn Any + Send + Syn
 /// The budget from `$FLOW_MODEL_BUDGET`, else [`DEFAULT_BUDGET`].
 pub fn budget_from_env() -> Result<u64> {
     match std::env::var(BUDGET_ENV) {
-        Ok(s) if !s.trim().is_empty() => parse_bytes(&s).map_err(|e| anyhow!("{BUDGET_ENV}: {e}")),
+        Ok(s) if !s.trim().is_empty() => crate::cache::parse_bytes(&s).map(|b| b as u64).map_err(|e| anyhow!("{BUDGET_ENV}: {e}")),
         _ => Ok(DEFAULT_BUDGET),
     }
-}
-
-/// Parses a byte count: `1234`, `512K`, `512M`, `8G`, `1.5G`, `2T`, with an
-/// optional `B`/`iB` (`8GB`, `8GiB`); units are binary (1K = 1024), case does
-/// not matter.
-pub fn parse_bytes(text: &str) -> Result<u64> {
-    let s = text.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    if num.is_empty() {
-        bail!("`{text}` is not a size (expected e.g. `8G`, `512M` or a number of bytes)");
-    }
-    let value: f64 = num.parse().map_err(|_| anyhow!("`{text}` is not a size"))?;
-    let unit = unit.trim().to_ascii_lowercase();
-    let unit = unit.strip_suffix("ib").or_else(|| unit.strip_suffix('b')).unwrap_or(&unit);
-    let mult: u64 = match unit {
-        "" => 1,
-        "k" => 1 << 10,
-        "m" => 1 << 20,
-        "g" => 1 << 30,
-        "t" => 1 << 40,
-        other => bail!("`{text}`: unknown unit `{other}` (use K, M, G or T)"),
-    };
-    let bytes = value * mult as f64;
-    if !bytes.is_finite() || bytes > u64::MAX as f64 {
-        bail!("`{text}` is too large");
-    }
-    Ok(bytes.round() as u64)
 }
 
 #[cfg(test)]
@@ -330,16 +302,4 @@ mod tests {
         assert!(e.to_string().contains("another type"), "{e}");
     }
 
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_bytes("8G").unwrap(), 8 << 30);
-        assert_eq!(parse_bytes("8GiB").unwrap(), 8 << 30);
-        assert_eq!(parse_bytes("512mb").unwrap(), 512 << 20);
-        assert_eq!(parse_bytes("1.5G").unwrap(), 3 << 29);
-        assert_eq!(parse_bytes(" 1234 ").unwrap(), 1234);
-        assert_eq!(parse_bytes("100k").unwrap(), 102400);
-        for bad in ["", "G", "8X", "eight", "1.2.3G"] {
-            assert!(parse_bytes(bad).is_err(), "{bad}");
-        }
-    }
 }

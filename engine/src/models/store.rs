@@ -122,6 +122,7 @@ impl ModelStore {
     /// environment (`HF_HUB_CACHE`, `HF_HOME`, `HF_HUB_OFFLINE`). Nothing is
     /// read or created until a model is used.
     pub fn new(cache_root: PathBuf) -> Self {
+        let cache_root = std::path::absolute(&cache_root).unwrap_or(cache_root);
         let models_dir = cache_root.join("models");
         ModelStore {
             fingerprints: Fingerprinter::new(Some(models_dir.join("fingerprints.json"))),

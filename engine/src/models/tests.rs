@@ -416,6 +416,14 @@ fn local_paths_resolve_against_the_graph_folder_and_are_hashed_once() {
 }
 
 #[test]
+fn store_and_pool_are_shareable_across_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<ModelStore>();
+    shareable::<ModelPool>();
+    shareable::<ResolvedModel>();
+}
+
+#[test]
 fn resolved_models_are_graph_values() {
     let m = ResolvedModel { reference: "x".into(), path: "/x".into(), kind: None, fingerprint: "f".into() };
     let v = m.clone().into_value();

@@ -15,6 +15,7 @@ use crate::cache::Cache;
 use crate::context::{CancelToken, Interrupted, OpContext, Provenance};
 use crate::events::{Event, EventSink, NodeStatus};
 use crate::graph::Graph;
+use crate::models::ModelPool;
 use crate::op::{Cost, Inputs, Outputs};
 
 use super::devices::{Devices, Lane};
@@ -36,6 +37,8 @@ pub struct Execution {
     pub started: Instant,
     /// Provenance for ops that record it.
     pub provenance: Arc<Provenance>,
+    /// Loaded models, shared across runs.
+    pub models: Arc<ModelPool>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -194,6 +197,7 @@ impl Scheduler<'_> {
             cancel: self.exec.cancel.clone(),
             started: self.exec.started,
             provenance: Arc::clone(&self.exec.provenance),
+            models: Arc::clone(&self.exec.models),
         };
         if node.op.spec().cost == Cost::Light {
             return Some(job.run());
@@ -327,6 +331,7 @@ struct Job {
     cancel: CancelToken,
     started: Instant,
     provenance: Arc<Provenance>,
+    models: Arc<ModelPool>,
 }
 
 impl Job {
@@ -351,7 +356,8 @@ impl Job {
             Arc::clone(&self.sink),
             self.started,
             Arc::clone(&self.provenance),
-        );
+        )
+        .with_models(Arc::clone(&self.models));
         let t0 = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| node.op.run(&self.inputs, &ctx)))
             .unwrap_or_else(|panic| Err(anyhow!("the op panicked: {}", panic_message(&panic))));

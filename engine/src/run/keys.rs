@@ -9,6 +9,7 @@ use anyhow::Result;
 
 use crate::cache::{CacheKey, KeyHasher};
 use crate::graph::{Expr, GraphNode, InterpPart};
+use crate::models::ResolvedModel;
 use crate::op::Fingerprint;
 use crate::value::Value;
 
@@ -49,6 +50,16 @@ pub fn node_key(
         };
         h.write_str(port.name).write_key(&part);
         inputs.insert(port.name.to_string(), short(&part));
+    }
+    if !node.template_params.is_empty() {
+        let mut ph = KeyHasher::new("flow.template-params");
+        for (name, value) in &node.template_params {
+            ph.write_str(name);
+            ph.write_value(value)?;
+        }
+        let part = ph.finish();
+        h.write_str("$params").write_key(&part);
+        inputs.insert("params".to_string(), short(&part));
     }
     let fp = {
         let mut fh = KeyHasher::new("flow.fingerprint");
@@ -103,8 +114,15 @@ fn expr_hash(
         }
         Expr::Model { name, reference } => {
             h.write_u64(1);
+            // A resolved model enters keys by its content fingerprint only, so
+            // moving the cache folder or renaming the model keeps keys.
             match model(name) {
-                Some(resolved) => h.write_value(&resolved)?,
+                Some(v) => match v.as_object::<ResolvedModel>() {
+                    Some(m) => {
+                        h.write_str(&m.fingerprint);
+                    }
+                    None => h.write_value(&v)?,
+                },
                 None => {
                     h.write_str(reference);
                 }

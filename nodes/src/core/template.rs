@@ -17,17 +17,18 @@ impl TextTemplate {
                 version: 1,
                 doc: "Fills `${name}` placeholders in a template with the values of `vars` \
                       (rendered as text: numbers in literal form, lists and maps as JSON). \
-                      `$$` stands for `$`; a `$` followed by anything else is kept as is. \
-                      Graph params are substituted by the engine before the op runs, so in a \
-                      graph file a placeholder for `vars` is written `$${name}`. A name that \
-                      is not in `vars` is an error."
+                      `$$` stands for `$`; a `$` followed by anything else is kept as is. A \
+                      name not in `vars` is taken from the graph's params (the engine puts the \
+                      params a template names into the node's cache key); a name in neither \
+                      is an error."
                     .into(),
                 inputs: vec![
                     PortSpec::new(
                         "template",
                         ValueType::Text,
-                        "the text with `${name}` placeholders",
-                    ),
+                        "the text with `${name}` placeholders (not interpolated by the engine)",
+                    )
+                    .verbatim(),
                     PortSpec::optional(
                         "vars",
                         ValueType::Map,
@@ -47,19 +48,25 @@ impl Op for TextTemplate {
         &self.spec
     }
 
-    fn run(&self, inputs: &Inputs, _ctx: &OpContext) -> Result<Outputs> {
+    fn run(&self, inputs: &Inputs, ctx: &OpContext) -> Result<Outputs> {
         let template = inputs.text("template")?;
         let vars = match inputs.get("vars") {
             None => None,
             Some(Value::Map(map)) => Some(&**map),
             Some(v) => bail!("input `vars` should be map, got {}", v.value_type()),
         };
-        Ok(Outputs::single("text", render(template, vars)?))
+        let param = |name: &str| ctx.provenance().params.get(name).map(Value::from_json);
+        Ok(Outputs::single("text", render(template, vars, &param)?))
     }
 }
 
-/// Renders `template`, replacing `${name}` by `vars[name]` and `$$` by `$`.
-fn render(template: &str, vars: Option<&BTreeMap<String, Value>>) -> Result<String> {
+/// Renders `template`, replacing `${name}` by `vars[name]` and `$$` by `$`;
+/// then by the graph param `param(name)`.
+fn render(
+    template: &str,
+    vars: Option<&BTreeMap<String, Value>>,
+    param: &dyn Fn(&str) -> Option<Value>,
+) -> Result<String> {
     let mut out = String::with_capacity(template.len());
     let mut rest = template;
     while let Some(dollar) = rest.find('$') {
@@ -84,7 +91,8 @@ fn render(template: &str, vars: Option<&BTreeMap<String, Value>>) -> Result<Stri
                 );
             }
             let value = vars
-                .and_then(|vars| vars.get(name))
+                .and_then(|vars| vars.get(name).cloned())
+                .or_else(|| param(name))
                 .ok_or_else(|| unknown_name(name, vars))?;
             out.push_str(&value.to_display_string());
             rest = &tail[end + 1..];
@@ -98,16 +106,17 @@ fn render(template: &str, vars: Option<&BTreeMap<String, Value>>) -> Result<Stri
 }
 
 fn unknown_name(name: &str, vars: Option<&BTreeMap<String, Value>>) -> anyhow::Error {
-    match vars {
+    let missing = match vars {
         Some(vars) if !vars.is_empty() => {
             let known: Vec<&str> = vars.keys().map(String::as_str).collect();
-            anyhow!(
+            format!(
                 "template refers to `${{{name}}}`, which is not in `vars` (vars has: {})",
                 known.join(", ")
             )
         }
-        _ => anyhow!("template refers to `${{{name}}}`, but no `vars` were given"),
-    }
+        _ => format!("template refers to `${{{name}}}`, but no `vars` were given"),
+    };
+    anyhow!("{missing}, and the graph has no param `{name}`")
 }
 
 /// The first few characters of `s`, for error messages.
@@ -122,6 +131,10 @@ fn excerpt(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn render_vars(template: &str, vars: Option<&BTreeMap<String, Value>>) -> Result<String> {
+        render(template, vars, &|name| (name == "seed").then_some(Value::Int(7)))
+    }
 
     fn vars(entries: &[(&str, Value)]) -> BTreeMap<String, Value> {
         entries
@@ -138,44 +151,59 @@ mod tests {
             ("cfg", 7.5.into()),
         ]);
         assert_eq!(
-            render(
+            render_vars(
                 "Hello ${who}, ${ n }x, cfg ${cfg}, $$5 costs $5 $",
                 Some(&v)
             )
             .unwrap(),
             "Hello world, 3x, cfg 7.5, $5 costs $5 $"
         );
-        assert_eq!(render("$${who}", Some(&v)).unwrap(), "${who}");
-        assert_eq!(render("no placeholders", None).unwrap(), "no placeholders");
-        assert_eq!(render("ünï ${who}ç", Some(&v)).unwrap(), "ünï worldç");
+        assert_eq!(render_vars("$${who}", Some(&v)).unwrap(), "${who}");
+        assert_eq!(
+            render_vars("no placeholders", None).unwrap(),
+            "no placeholders"
+        );
+        assert_eq!(render_vars("ünï ${who}ç", Some(&v)).unwrap(), "ünï worldç");
     }
 
     #[test]
     fn lists_render_as_json() {
         let v = vars(&[("xs", Value::list(vec![1i64.into(), "a".into()]))]);
-        assert_eq!(render("${xs}", Some(&v)).unwrap(), r#"[1,"a"]"#);
+        assert_eq!(render_vars("${xs}", Some(&v)).unwrap(), r#"[1,"a"]"#);
     }
 
     #[test]
     fn unknown_names_are_errors() {
         let v = vars(&[("a", 1i64.into()), ("b", 2i64.into())]);
-        let err = render("x ${c} y", Some(&v)).unwrap_err().to_string();
+        let err = render_vars("x ${c} y", Some(&v)).unwrap_err().to_string();
         assert_eq!(
             err,
-            "template refers to `${c}`, which is not in `vars` (vars has: a, b)"
+            "template refers to `${c}`, which is not in `vars` (vars has: a, b), and the graph has no param `c`"
         );
-        let err = render("${c}", None).unwrap_err().to_string();
-        assert_eq!(err, "template refers to `${c}`, but no `vars` were given");
+        let err = render_vars("${c}", None).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "template refers to `${c}`, but no `vars` were given, and the graph has no param `c`"
+        );
+    }
+
+    #[test]
+    fn params_fill_names_missing_from_vars() {
+        let v = vars(&[("seed", 1i64.into())]);
+        assert_eq!(render_vars("${seed}", Some(&v)).unwrap(), "1");
+        assert_eq!(render_vars("${seed}", None).unwrap(), "7");
     }
 
     #[test]
     fn malformed_placeholders_are_errors() {
-        let err = render("ab ${name and more", None).unwrap_err().to_string();
+        let err = render_vars("ab ${name and more", None)
+            .unwrap_err()
+            .to_string();
         assert_eq!(
             err,
             "template has a `${` without its closing `}` at byte 3: `${name and more`"
         );
-        let err = render("x${ }", None).unwrap_err().to_string();
+        let err = render_vars("x${ }", None).unwrap_err().to_string();
         assert_eq!(err, "template has an empty placeholder `${ }` at byte 1");
     }
 }

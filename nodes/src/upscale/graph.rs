@@ -6,22 +6,23 @@ use std::collections::HashMap;
 use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
-use candle_core::{Device, Module, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, PReLU};
+use candle_core::{Device, Tensor};
 
+use super::conv::Conv;
 use super::ncnn::{parse_param, LayerDecl, ParamDict, WeightReader};
+use super::prelu::Prelu;
 
 /// Activation fused into an ncnn convolution (`9=type`, `-23310=params`).
 #[derive(Clone, Debug)]
 enum Activation {
     Relu,
-    LeakyRelu(f64),
+    LeakyRelu(Prelu),
     Clip(f32, f32),
     Sigmoid,
 }
 
 impl Activation {
-    fn from_params(params: &ParamDict) -> Result<Option<Activation>> {
+    fn from_params(params: &ParamDict, device: &Device) -> Result<Option<Activation>> {
         let args = params.floats(10)?;
         let arg = |i: usize| {
             args.get(i).copied().with_context(|| format!("activation parameter {i} is missing"))
@@ -29,7 +30,7 @@ impl Activation {
         Ok(match params.int(9, 0)? {
             0 => None,
             1 => Some(Activation::Relu),
-            2 => Some(Activation::LeakyRelu(f64::from(arg(0)?))),
+            2 => Some(Activation::LeakyRelu(Prelu::leaky(arg(0)?, device)?)),
             3 => Some(Activation::Clip(arg(0)?, arg(1)?)),
             4 => Some(Activation::Sigmoid),
             other => bail!("fused activation type {other} is not supported"),
@@ -39,7 +40,7 @@ impl Activation {
     fn apply(&self, xs: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Activation::Relu => xs.relu()?,
-            Activation::LeakyRelu(slope) => candle_nn::ops::leaky_relu(xs, *slope)?,
+            Activation::LeakyRelu(prelu) => prelu.forward(xs)?,
             Activation::Clip(lo, hi) => xs.clamp(*lo, *hi)?,
             Activation::Sigmoid => candle_nn::ops::sigmoid(xs)?,
         })
@@ -62,8 +63,8 @@ enum LayerOp {
     Input,
     /// Copies its input to every output.
     Split,
-    Conv { conv: Conv2d, act: Option<Activation> },
-    PRelu(PReLU),
+    Conv { conv: Conv, act: Option<Activation> },
+    PRelu(Prelu),
     PixelShuffle(usize),
     /// Nearest-neighbour upsampling by integer factors.
     UpsampleNearest { fy: usize, fx: usize },
@@ -114,7 +115,6 @@ impl NcnnNet {
     pub fn from_bytes(param: &str, bin: &[u8], device: &Device) -> Result<NcnnNet> {
         let decls = parse_param(param)?;
         let mut blobs: HashMap<String, usize> = HashMap::new();
-        let mut producers: Vec<String> = Vec::new();
         let mut reader = WeightReader::new(bin);
         let mut layers = Vec::with_capacity(decls.len());
         for decl in &decls {
@@ -131,17 +131,16 @@ impl NcnnNet {
                 .with_context(|| format!("layer `{}` ({})", decl.name, decl.kind))?;
             let mut outputs = Vec::with_capacity(decl.outputs.len());
             for b in &decl.outputs {
-                if blobs.contains_key(b) {
+                let id = blobs.len();
+                if blobs.insert(b.clone(), id).is_some() {
                     bail!("blob `{b}` is written twice (layer `{}`)", decl.name);
                 }
-                blobs.insert(b.clone(), producers.len());
-                outputs.push(producers.len());
-                producers.push(decl.name.clone());
+                outputs.push(id);
             }
             layers.push(Layer { name: decl.name.clone(), op, inputs, outputs });
         }
         reader.finish()?;
-        NcnnNet::from_layers(layers, producers.len())
+        NcnnNet::from_layers(layers, blobs.len())
     }
 
     fn from_layers(layers: Vec<Layer>, blob_count: usize) -> Result<NcnnNet> {
@@ -193,7 +192,9 @@ impl NcnnNet {
                         out.push((format!("{}.bias", layer.name), bias.clone()));
                     }
                 }
-                LayerOp::PRelu(prelu) => out.push((format!("{}.weight", layer.name), prelu.weight().clone())),
+                LayerOp::PRelu(prelu) => {
+                    out.push((format!("{}.weight", layer.name), prelu.slopes().clone()))
+                }
                 _ => {}
             }
         }
@@ -219,10 +220,7 @@ impl NcnnNet {
                 .unwrap_or((0.0, 1.0));
             let out = match &layer.op {
                 LayerOp::Conv { conv, .. } => {
-                    let (_, _, kh, kw) = conv.weight().dims4()?;
-                    let dilation = conv.config().dilation as f64;
-                    let reach = dilation * (kh.max(kw) - 1) as f64 / 2.0;
-                    (radius + reach / scale, scale / conv.config().stride as f64)
+                    (radius + conv.reach() as f64 / scale, scale / conv.stride() as f64)
                 }
                 LayerOp::PixelShuffle(r) => (radius, scale * *r as f64),
                 LayerOp::UpsampleNearest { fy, fx } => (radius, scale * (*fy).min(*fx) as f64),
@@ -326,8 +324,7 @@ fn build_op(decl: &LayerDecl, reader: &mut WeightReader<'_>, device: &Device) ->
         "PReLU" => {
             let n = p.usize(0, 0)?;
             let slopes = reader.raw_f32(n)?;
-            let weight = Tensor::from_vec(slopes, n, device)?;
-            LayerOp::PRelu(PReLU::new(weight, n == 1))
+            LayerOp::PRelu(Prelu::new(Tensor::from_vec(slopes, n, device)?)?)
         }
         "PixelShuffle" => {
             ensure!(p.int(1, 0)? == 0, "only PixelShuffle mode 0 (PyTorch order) is supported");
@@ -383,15 +380,15 @@ fn build_conv(p: &ParamDict, reader: &mut WeightReader<'_>, device: &Device) -> 
     let per_in = c_out * kw * kh;
     ensure!(size % per_in == 0, "weight size {size} is not a multiple of {c_out}x{kw}x{kh}");
     let c_in = size / per_in;
-    let act = Activation::from_params(p)?;
+    let act = Activation::from_params(p, device)?;
     let weight = Tensor::from_vec(reader.tagged(size)?, (c_out, c_in, kh, kw), device)?;
     let bias = if p.int(5, 0)? != 0 {
         Some(Tensor::from_vec(reader.raw_f32(c_out)?, c_out, device)?)
     } else {
         None
     };
-    let config = Conv2dConfig { padding: pad as usize, stride, dilation, groups: 1, cudnn_fwd_algo: None };
-    Ok(LayerOp::Conv { conv: Conv2d::new(weight, bias, config), act })
+    let conv = Conv::new(weight, bias, pad as usize, stride, dilation)?;
+    Ok(LayerOp::Conv { conv, act })
 }
 
 fn build_interp(p: &ParamDict) -> Result<LayerOp> {

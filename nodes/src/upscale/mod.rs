@@ -2,7 +2,10 @@
 //! checkpoints (SRVGGNetCompact, RRDBNet), tiled inference, and the
 //! `image.upscale` op.
 
+mod conv;
 mod graph;
+mod op;
+mod prelu;
 pub mod ncnn;
 mod rrdb;
 mod srvgg;
@@ -10,20 +13,34 @@ mod state_dict;
 mod tiling;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{Device, Tensor};
+use flow_engine::models::pool::{budget_from_env, DEFAULT_BUDGET};
+use flow_engine::models::ModelPool;
 use flow_engine::Registry;
 
+pub use conv::Conv;
 pub use graph::NcnnNet;
+pub use op::UpscaleOp;
+pub use prelu::Prelu;
 pub use rrdb::Rrdb;
 pub use srvgg::SrVgg;
 pub use state_dict::{Arch, StateDict};
 pub use tiling::{run_tiled, NetGeometry, TileOptions};
 
-/// Registers the upscale ops.
+/// Registers `image.upscale` with a model pool of its own (budget from
+/// `$FLOW_MODEL_BUDGET`, else the default); prefer [`register_with_pool`]
+/// to share the engine's pool.
 pub fn register(reg: &mut Registry) {
-    let _ = reg; // op pending: engine model store API
+    let budget = budget_from_env().unwrap_or(DEFAULT_BUDGET);
+    register_with_pool(reg, Arc::new(ModelPool::new(budget)));
+}
+
+/// Registers `image.upscale`, keeping loaded networks in `pool`.
+pub fn register_with_pool(reg: &mut Registry, pool: Arc<ModelPool>) {
+    reg.register(UpscaleOp::new(pool));
 }
 
 /// Most context per tile side chosen automatically; networks with a wider

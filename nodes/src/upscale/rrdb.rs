@@ -2,24 +2,21 @@
 //! blocks, then two nearest x2 upsampling convolutions.
 
 use anyhow::{ensure, Context, Result};
-use candle_core::{Module, Tensor};
-use candle_nn::Conv2d;
+use candle_core::Tensor;
 
+use super::conv::Conv;
+use super::prelu::Prelu;
 use super::state_dict::StateDict;
 
 /// LeakyReLU slope used throughout RRDBNet.
-const LRELU_SLOPE: f64 = 0.2;
+const LRELU_SLOPE: f32 = 0.2;
 /// Residual scaling of dense blocks.
 const RESIDUAL_SCALE: f64 = 0.2;
-
-fn lrelu(xs: &Tensor) -> Result<Tensor> {
-    Ok(candle_nn::ops::leaky_relu(xs, LRELU_SLOPE)?)
-}
 
 /// Residual dense block: five convolutions, each reading all earlier features.
 #[derive(Clone, Debug)]
 struct DenseBlock {
-    convs: [Conv2d; 5],
+    convs: [Conv; 5],
 }
 
 impl DenseBlock {
@@ -28,10 +25,10 @@ impl DenseBlock {
         Ok(DenseBlock { convs: [conv(1)?, conv(2)?, conv(3)?, conv(4)?, conv(5)?] })
     }
 
-    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor, lrelu: &Prelu) -> Result<Tensor> {
         let mut feats = vec![x.clone()];
         for conv in &self.convs[..4] {
-            let y = lrelu(&conv.forward(&Tensor::cat(&feats, 1)?)?)?;
+            let y = lrelu.forward(&conv.forward(&Tensor::cat(&feats, 1)?)?)?;
             feats.push(y);
         }
         let x5 = self.convs[4].forward(&Tensor::cat(&feats, 1)?)?;
@@ -42,13 +39,14 @@ impl DenseBlock {
 /// RRDBNet as in basicsr; scales 1 and 2 fold the input with a pixel unshuffle.
 #[derive(Clone, Debug)]
 pub struct Rrdb {
-    conv_first: Conv2d,
+    conv_first: Conv,
     body: Vec<[DenseBlock; 3]>,
-    conv_body: Conv2d,
-    conv_up1: Conv2d,
-    conv_up2: Conv2d,
-    conv_hr: Conv2d,
-    conv_last: Conv2d,
+    conv_body: Conv,
+    conv_up1: Conv,
+    conv_up2: Conv,
+    conv_hr: Conv,
+    conv_last: Conv,
+    lrelu: Prelu,
     /// Pixel-unshuffle factor applied to the input (1 for x4 models).
     unshuffle: usize,
 }
@@ -70,14 +68,17 @@ impl Rrdb {
                 Ok([rdb(1)?, rdb(2)?, rdb(3)?])
             })
             .collect::<Result<Vec<_>>>()?;
+        let conv_first = sd.conv("conv_first")?;
+        let lrelu = Prelu::leaky(LRELU_SLOPE, conv_first.weight().device())?;
         let net = Rrdb {
-            conv_first: sd.conv("conv_first")?,
+            conv_first,
             body,
             conv_body: sd.conv("conv_body")?,
             conv_up1: sd.conv("conv_up1")?,
             conv_up2: sd.conv("conv_up2")?,
             conv_hr: sd.conv("conv_hr")?,
             conv_last: sd.conv("conv_last")?,
+            lrelu,
             unshuffle: 1,
         };
         let (_, c_in, _, _) = net.conv_first.weight().dims4()?;
@@ -119,17 +120,17 @@ impl Rrdb {
         for rrdb in &self.body {
             let mut out = h.clone();
             for rdb in rrdb {
-                out = rdb.forward(&out)?;
+                out = rdb.forward(&out, &self.lrelu)?;
             }
             h = ((out * RESIDUAL_SCALE)? + &h)?;
         }
         let feat = (feat + self.conv_body.forward(&h)?)?;
-        let up = |t: &Tensor, conv: &Conv2d| -> Result<Tensor> {
+        let up = |t: &Tensor, conv: &Conv| -> Result<Tensor> {
             let (_, _, height, width) = t.dims4()?;
-            lrelu(&conv.forward(&t.upsample_nearest2d(height * 2, width * 2)?)?)
+            self.lrelu.forward(&conv.forward(&t.upsample_nearest2d(height * 2, width * 2)?)?)
         };
         let feat = up(&feat, &self.conv_up1)?;
         let feat = up(&feat, &self.conv_up2)?;
-        Ok(self.conv_last.forward(&lrelu(&self.conv_hr.forward(&feat)?)?)?)
+        self.conv_last.forward(&self.lrelu.forward(&self.conv_hr.forward(&feat)?)?)
     }
 }

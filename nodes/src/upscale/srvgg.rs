@@ -2,17 +2,18 @@
 //! a pixel shuffle, and the input upsampled (nearest) added as a skip.
 
 use anyhow::{bail, ensure, Context, Result};
-use candle_core::{Module, Tensor};
-use candle_nn::{Conv2d, PReLU};
+use candle_core::Tensor;
 
+use super::conv::Conv;
+use super::prelu::Prelu;
 use super::state_dict::StateDict;
 
 /// SRVGGNetCompact with PReLU activations (`act_type="prelu"`).
 #[derive(Clone, Debug)]
 pub struct SrVgg {
     /// Every convolution but the last is followed by its PReLU.
-    body: Vec<(Conv2d, PReLU)>,
-    last: Conv2d,
+    body: Vec<(Conv, Prelu)>,
+    last: Conv,
     upscale: usize,
 }
 
@@ -34,7 +35,7 @@ impl SrVgg {
             let conv = sd.conv(&format!("body.{i}"))?;
             let slopes = sd.get(&format!("body.{}.weight", i + 1))?.clone();
             ensure!(slopes.rank() == 1, "`body.{}.weight` should be PReLU slopes", i + 1);
-            body.push((conv, PReLU::new(slopes, false)));
+            body.push((conv, Prelu::new(slopes)?));
         }
         let last = sd.conv(&format!("body.{}", n - 1))?;
         let (c_first, c_in, _, _) = body[0].0.weight().dims4()?;
@@ -53,7 +54,7 @@ impl SrVgg {
 
     /// One pixel per 3x3 convolution.
     pub fn receptive_radius(&self) -> usize {
-        self.body.iter().map(|(c, _)| c.config().padding).sum::<usize>() + self.last.config().padding
+        self.body.iter().map(|(c, _)| c.reach()).sum::<usize>() + self.last.reach()
     }
 
     /// Runs the network on `xs`, `[N, 3, H, W]` in `[0, 1]`.

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig};
+
+use super::conv::Conv;
 
 /// The architectures a state dict can hold.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -83,7 +84,7 @@ impl StateDict {
 
     /// The convolution `{prefix}.weight` / `{prefix}.bias` with "same"
     /// padding, as basicsr builds them.
-    pub fn conv(&self, prefix: &str) -> Result<Conv2d> {
+    pub fn conv(&self, prefix: &str) -> Result<Conv> {
         let weight = self.get(&format!("{prefix}.weight"))?.clone();
         let (_, _, kh, kw) =
             weight.dims4().with_context(|| format!("`{prefix}.weight` is not a conv kernel"))?;
@@ -91,8 +92,7 @@ impl StateDict {
             bail!("`{prefix}.weight`: only square odd kernels are supported, got {kh}x{kw}");
         }
         let bias = self.tensors.get(&format!("{prefix}.bias")).cloned();
-        let config = Conv2dConfig { padding: kh / 2, ..Default::default() };
-        Ok(Conv2d::new(weight, bias, config))
+        Conv::new(weight, bias, kh / 2, 1, 1).with_context(|| format!("`{prefix}`"))
     }
 
     /// The architecture the key names belong to.
@@ -135,8 +135,10 @@ mod tests {
     use super::*;
 
     fn dict(names: &[&str]) -> StateDict {
-        let t = Tensor::zeros((1, 1, 3, 3), DType::F32, &Device::Cpu).unwrap();
-        StateDict::from_tensors(names.iter().map(|n| (n.to_string(), t.clone())).collect())
+        let kernel = Tensor::zeros((1, 1, 3, 3), DType::F32, &Device::Cpu).unwrap();
+        let bias = Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap();
+        let tensor = |n: &str| if n.ends_with("bias") { bias.clone() } else { kernel.clone() };
+        StateDict::from_tensors(names.iter().map(|n| (n.to_string(), tensor(n))).collect())
     }
 
     #[test]
@@ -155,5 +157,81 @@ mod tests {
         assert_eq!(sd.indices("body", "weight"), [2, 10]);
         assert!(sd.conv("body.2").is_ok());
         assert!(sd.conv("body.3").unwrap_err().to_string().contains("body.3.weight"));
+    }
+
+    /// Writes `tensors` (f32, contiguous) as a zip-format PyTorch checkpoint,
+    /// pickled like `torch.save`, optionally inside `{wrapper: {...}}`.
+    fn save_pth(path: &Path, tensors: &[(&str, &Tensor)], wrapper: Option<&str>) {
+        use std::io::Write;
+        fn text(out: &mut Vec<u8>, s: &str) {
+            out.push(b'X');
+            out.extend((s.len() as u32).to_le_bytes());
+            out.extend(s.as_bytes());
+        }
+        fn int(out: &mut Vec<u8>, i: usize) {
+            out.push(b'J');
+            out.extend((i as i32).to_le_bytes());
+        }
+        fn ints(out: &mut Vec<u8>, values: &[usize]) {
+            out.push(b'(');
+            values.iter().for_each(|&v| int(out, v));
+            out.push(b't');
+        }
+        let mut pkl = vec![0x80, 2];
+        if let Some(w) = wrapper {
+            pkl.push(b'}');
+            text(&mut pkl, w);
+        }
+        pkl.extend(b"}(");
+        for (i, (name, t)) in tensors.iter().enumerate() {
+            text(&mut pkl, name);
+            pkl.extend(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+            text(&mut pkl, "storage");
+            pkl.extend(b"ctorch\nFloatStorage\n");
+            text(&mut pkl, &i.to_string());
+            text(&mut pkl, "cpu");
+            int(&mut pkl, t.elem_count());
+            pkl.extend(b"tQ");
+            int(&mut pkl, 0);
+            ints(&mut pkl, t.dims());
+            ints(&mut pkl, t.stride());
+            pkl.extend(b"\x89ccollections\nOrderedDict\n)RtR");
+        }
+        pkl.push(b'u');
+        if wrapper.is_some() {
+            pkl.push(b's');
+        }
+        pkl.push(b'.');
+        let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
+        let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        zip.start_file("archive/data.pkl", options).unwrap();
+        zip.write_all(&pkl).unwrap();
+        for (i, (_, t)) in tensors.iter().enumerate() {
+            zip.start_file(format!("archive/data/{i}"), options).unwrap();
+            let data: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            zip.write_all(&data.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+        }
+        zip.finish().unwrap();
+    }
+
+    #[test]
+    fn loads_pytorch_checkpoints_with_and_without_wrapper() {
+        let dev = Device::Cpu;
+        let weight = Tensor::arange(0f32, 54.0, &dev).unwrap().reshape((2, 3, 3, 3)).unwrap();
+        let bias = Tensor::new(&[0.5f32, -1.0], &dev).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        for wrapper in [Some("params_ema"), Some("params"), None] {
+            let path = dir.path().join("net.pth");
+            save_pth(&path, &[("module.body.0.weight", &weight), ("body.0.bias", &bias)], wrapper);
+            let sd = StateDict::load(&path, &dev).unwrap();
+            let diff = |a: &Tensor, b: &Tensor| -> f32 {
+                (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+            };
+            assert_eq!(diff(sd.get("body.0.weight").unwrap(), &weight), 0.0, "{wrapper:?}");
+            assert_eq!(diff(sd.get("body.0.bias").unwrap(), &bias), 0.0, "{wrapper:?}");
+            assert_eq!(sd.arch().unwrap(), Arch::SrVgg);
+        }
+        let err = StateDict::load(&dir.path().join("net.onnx"), &dev).unwrap_err();
+        assert!(err.to_string().contains("unknown weight file type"), "{err}");
     }
 }

@@ -3,5 +3,6 @@
 
 mod common;
 mod core_ops;
+mod graphs;
 mod image_ops;
 mod tensor_ops;

@@ -164,10 +164,16 @@ pub struct SchedulerConfig {
 }
 
 impl SchedulerConfig {
-    /// Parses the text of a `scheduler_config.json`.
+    /// Parses the text of a `scheduler_config.json` (Python's `-Infinity`
+    /// literals included, which plain `serde_json` rejects).
     pub fn from_json_str(text: &str) -> Result<Self> {
-        let mut value: serde_json::Value = serde_json::from_str(&quote_non_finite(text))
+        let value: serde_json::Value = serde_json::from_str(&quote_non_finite(text))
             .context("scheduler config is not valid JSON")?;
+        Self::from_value(value)
+    }
+
+    /// Reads an already parsed config object.
+    pub fn from_value(mut value: serde_json::Value) -> Result<Self> {
         if let Some(map) = value.as_object_mut() {
             let defaults = map.remove("_use_default_values");
             if let Some(serde_json::Value::Array(keys)) = defaults {

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 use candle_core::Tensor;
 
 use super::config::{FinalSigmasType, PredictionType, SchedulerConfig, TimestepSpacing};
-use super::schedule::{check_steps, final_sigma, interp, multistep_timesteps, train_sigmas, TrainSchedule};
+use super::schedule::{check_steps, inference_sigmas, multistep_timesteps, TrainSchedule};
 use super::{alpha_sigma, at, axpby, data_prediction, lambda, NoiseFn, Scheduler, StepCounter};
 
 /// DPM-Solver++ 2M: the first step of a run is first order, the others
@@ -55,10 +55,8 @@ impl DpmPp2m {
         let spacing = cfg.timestep_spacing.unwrap_or(TimestepSpacing::Linspace);
         let timesteps =
             multistep_timesteps(spacing, n_train, last_timestep, steps, cfg.steps_offset.unwrap_or(0));
-        let train = train_sigmas(&ac);
-        let mut sigmas: Vec<f64> = timesteps.iter().map(|&t| interp(t, &train)).collect();
         let final_kind = cfg.final_sigmas_type.unwrap_or(FinalSigmasType::Zero);
-        sigmas.push(final_sigma(final_kind, &ac));
+        let sigmas = inference_sigmas(&timesteps, &ac, final_kind);
         let n = timesteps.len();
         let first_order_final = cfg.euler_at_final.unwrap_or(false)
             || (cfg.lower_order_final.unwrap_or(true) && n < 15)

@@ -7,7 +7,7 @@ use candle_core::Tensor;
 use super::config::{
     FinalSigmasType, InterpolationType, PredictionType, SchedulerConfig, TimestepSpacing, TimestepType,
 };
-use super::schedule::{check_steps, final_sigma, interp, spaced_timesteps, train_sigmas, TrainSchedule};
+use super::schedule::{check_steps, inference_sigmas, spaced_timesteps, TrainSchedule};
 use super::{at, NoiseFn, Scheduler};
 
 /// The timesteps and sigmas shared by the two Euler samplers.
@@ -31,15 +31,13 @@ impl EulerSchedule {
             .into_iter()
             .map(|t| t as f32 as f64)
             .collect();
-        let ac = schedule.sigma_alphas_cumprod();
-        let train = train_sigmas(&ac);
-        let mut sigmas: Vec<f64> = timesteps.iter().map(|&t| interp(t, &train)).collect();
-        sigmas.push(final_sigma(final_kind, &ac));
-        let max = sigmas.iter().copied().fold(0.0, f64::max);
-        let init_noise_sigma = match spacing {
+        let sigmas = inference_sigmas(&timesteps, &schedule.sigma_alphas_cumprod(), final_kind);
+        // float32, as diffusers computes it from its float32 sigmas.
+        let max = sigmas.iter().copied().fold(0.0, f64::max) as f32;
+        let init_noise_sigma = f64::from(match spacing {
             TimestepSpacing::Linspace | TimestepSpacing::Trailing => max,
             TimestepSpacing::Leading => (max * max + 1.0).sqrt(),
-        };
+        });
         Ok(EulerSchedule { timesteps, sigmas, init_noise_sigma })
     }
 

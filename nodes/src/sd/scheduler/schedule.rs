@@ -1,7 +1,12 @@
 //! Scalar helpers shared by the samplers: the training noise schedule (betas,
-//! `alphas_cumprod`, sigmas) and the timestep spacings, computed in f64 with
-//! the exact operation order of the numpy code diffusers runs (so that values
-//! sitting on a rounding boundary round the same way).
+//! `alphas_cumprod`, sigmas) and the timestep spacings.
+//!
+//! diffusers computes the schedule in float32 torch (betas, `1 - beta`, a
+//! cumulative product accumulated in double, sigmas) and the spacings in
+//! float64 numpy; both are mirrored operation by operation, so `alphas_cumprod`
+//! and the sigmas come out bit-identical to diffusers' float32 values (a plain
+//! f64 computation would differ by up to 1.3e-5 relative at small t) and
+//! spacings round the same way on ties. Values are stored as f64.
 
 use anyhow::{bail, ensure, Result};
 
@@ -24,22 +29,23 @@ impl TrainSchedule {
         ensure!(n >= 2, "num_train_timesteps must be at least 2, got {n}");
         let start = cfg.beta_start.unwrap_or(0.0001);
         let end = cfg.beta_end.unwrap_or(0.02);
-        let mut betas = match (&cfg.trained_betas, cfg.beta_schedule.unwrap_or(BetaSchedule::Linear)) {
+        let mut betas: Vec<f32> = match (&cfg.trained_betas, cfg.beta_schedule.unwrap_or(BetaSchedule::Linear)) {
             (Some(betas), _) => {
                 ensure!(betas.len() == n, "trained_betas has {} values, expected {n}", betas.len());
-                betas.clone()
+                betas.iter().map(|&b| b as f32).collect()
             }
-            (None, BetaSchedule::Linear) => linspace(start, end, n),
+            (None, BetaSchedule::Linear) => torch_linspace_f32(start, end, n),
             (None, BetaSchedule::ScaledLinear) => {
-                linspace(start.sqrt(), end.sqrt(), n).into_iter().map(|b| b * b).collect()
+                torch_linspace_f32(start.sqrt(), end.sqrt(), n).into_iter().map(|b| b * b).collect()
             }
-            (None, BetaSchedule::SquaredcosCapV2) => cosine_betas(n),
+            (None, BetaSchedule::SquaredcosCapV2) => cosine_betas(n).into_iter().map(|b| b as f32).collect(),
         };
         let zero_terminal_snr = cfg.rescale_betas_zero_snr.unwrap_or(false);
         if zero_terminal_snr {
             betas = rescale_zero_terminal_snr(&betas);
         }
-        Ok(TrainSchedule { alphas_cumprod: cumprod_alphas(&betas), zero_terminal_snr })
+        let alphas: Vec<f32> = betas.iter().map(|b| 1.0 - b).collect();
+        Ok(TrainSchedule { alphas_cumprod: cumprod_f32(&alphas), zero_terminal_snr })
     }
 
     /// Number of training timesteps.
@@ -61,21 +67,28 @@ impl TrainSchedule {
     }
 }
 
-/// `sqrt((1 - abar) / abar)` for each training timestep.
-pub(super) fn train_sigmas(alphas_cumprod: &[f64]) -> Vec<f64> {
-    alphas_cumprod.iter().map(|a| ((1.0 - a) / a).sqrt()).collect()
-}
-
-/// The sigma appended after the last inference sigma.
-pub(super) fn final_sigma(kind: FinalSigmasType, alphas_cumprod: &[f64]) -> f64 {
-    match kind {
+/// The sigmas of the sigma-based samplers: `sqrt((1 - abar) / abar)` of the
+/// training schedule (float32), interpolated linearly at each of `timesteps`
+/// and rounded to float32, then the final sigma (`final_kind`).
+pub(super) fn inference_sigmas(
+    timesteps: &[f64],
+    alphas_cumprod: &[f64],
+    final_kind: FinalSigmasType,
+) -> Vec<f64> {
+    let sigma = |a: f64| {
+        let a = a as f32;
+        f64::from(((1.0 - a) / a).sqrt())
+    };
+    let train: Vec<f64> = alphas_cumprod.iter().map(|&a| sigma(a)).collect();
+    let last = match final_kind {
         FinalSigmasType::Zero => 0.0,
-        FinalSigmasType::SigmaMin => ((1.0 - alphas_cumprod[0]) / alphas_cumprod[0]).sqrt(),
-    }
+        FinalSigmasType::SigmaMin => train[0],
+    };
+    timesteps.iter().map(|&t| interp(t, &train) as f32 as f64).chain([last]).collect()
 }
 
 /// `np.interp(x, arange(len(fp)), fp)`.
-pub(super) fn interp(x: f64, fp: &[f64]) -> f64 {
+fn interp(x: f64, fp: &[f64]) -> f64 {
     let last = fp.len() - 1;
     if x <= 0.0 {
         return fp[0];
@@ -190,33 +203,70 @@ fn cosine_betas(n: usize) -> Vec<f64> {
         .collect()
 }
 
-/// Running product of `1 - beta`.
-fn cumprod_alphas(betas: &[f64]) -> Vec<f64> {
-    let mut acc = 1.0;
-    betas
-        .iter()
-        .map(|b| {
-            acc *= 1.0 - b;
-            acc
+/// `torch.linspace(start, end, n, dtype=float32)` on the CPU: a float32
+/// step, filled from both ends with fused multiply-adds (`start + i * step`
+/// for the first half, `end - (n-1-i) * step` for the rest). Bit-identical to
+/// torch for the SD schedule (checked against the fixture's alphas_cumprod).
+fn torch_linspace_f32(start: f64, end: f64, n: usize) -> Vec<f32> {
+    let (start, end) = (start as f32, end as f32);
+    let step = (end - start) / (n - 1) as f32;
+    (0..n)
+        .map(|i| {
+            if i < n / 2 {
+                step.mul_add(i as f32, start)
+            } else {
+                (-step).mul_add((n - 1 - i) as f32, end)
+            }
         })
         .collect()
 }
 
-/// diffusers `rescale_zero_terminal_snr` (arXiv 2305.08891, algorithm 1).
-fn rescale_zero_terminal_snr(betas: &[f64]) -> Vec<f64> {
-    let sqrt_ac: Vec<f64> = cumprod_alphas(betas).iter().map(|a| a.sqrt()).collect();
+/// `torch.cumprod` of float32 values on the CPU: accumulated in double, each
+/// output rounded to float32.
+fn cumprod_f32(values: &[f32]) -> Vec<f64> {
+    let mut acc = 1.0f64;
+    values
+        .iter()
+        .map(|&v| {
+            acc *= f64::from(v);
+            f64::from(acc as f32)
+        })
+        .collect()
+}
+
+/// diffusers `rescale_zero_terminal_snr` (arXiv 2305.08891, algorithm 1),
+/// in f64 from and to float32 betas.
+fn rescale_zero_terminal_snr(betas: &[f32]) -> Vec<f32> {
+    let alphas: Vec<f32> = betas.iter().map(|b| 1.0 - b).collect();
+    let sqrt_ac: Vec<f64> = cumprod_f32(&alphas).iter().map(|a| a.sqrt()).collect();
     let (first, last) = (sqrt_ac[0], sqrt_ac[sqrt_ac.len() - 1]);
     let scale = first / (first - last);
     let abar: Vec<f64> = sqrt_ac.iter().map(|s| ((s - last) * scale).powi(2)).collect();
     std::iter::once(abar[0])
         .chain(abar.windows(2).map(|w| w[1] / w[0]))
-        .map(|alpha| 1.0 - alpha)
+        .map(|alpha| (1.0 - alpha) as f32)
         .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scheduler_alphas_cumprod_bit_identical_to_diffusers() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/tiny-sd/expected/trajectory_ddim.safetensors");
+        let tensors = candle_core::safetensors::load(path, &candle_core::Device::Cpu).unwrap();
+        let want = tensors["alphas_cumprod"].to_vec1::<f32>().unwrap();
+        let cfg = SchedulerConfig {
+            beta_start: Some(0.00085),
+            beta_end: Some(0.012),
+            beta_schedule: Some(BetaSchedule::ScaledLinear),
+            ..Default::default()
+        };
+        let got: Vec<f32> = TrainSchedule::new(&cfg).unwrap().alphas_cumprod.iter().map(|&a| a as f32).collect();
+        assert_eq!(got, want);
+    }
 
     #[test]
     fn scheduler_numpy_helpers() {

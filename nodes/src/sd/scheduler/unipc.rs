@@ -8,7 +8,7 @@ use anyhow::{bail, ensure, Result};
 use candle_core::Tensor;
 
 use super::config::{FinalSigmasType, PredictionType, SchedulerConfig, TimestepSpacing};
-use super::schedule::{check_steps, final_sigma, interp, multistep_timesteps, train_sigmas, TrainSchedule};
+use super::schedule::{check_steps, inference_sigmas, multistep_timesteps, TrainSchedule};
 use super::{alpha_sigma, at, axpby, data_prediction, lambda, NoiseFn, Scheduler, StepCounter};
 
 /// UniPC, order `solver_order` (default 2), B(h) of type bh2 (default) or bh1.
@@ -67,10 +67,8 @@ impl UniPc {
         check_steps(steps, n_train)?;
         let spacing = cfg.timestep_spacing.unwrap_or(TimestepSpacing::Linspace);
         let timesteps = multistep_timesteps(spacing, n_train, n_train, steps, cfg.steps_offset.unwrap_or(0));
-        let ac = schedule.sigma_alphas_cumprod();
-        let train = train_sigmas(&ac);
-        let mut sigmas: Vec<f64> = timesteps.iter().map(|&t| interp(t, &train)).collect();
-        sigmas.push(final_sigma(cfg.final_sigmas_type.unwrap_or(FinalSigmasType::Zero), &ac));
+        let final_kind = cfg.final_sigmas_type.unwrap_or(FinalSigmasType::Zero);
+        let sigmas = inference_sigmas(&timesteps, &schedule.sigma_alphas_cumprod(), final_kind);
         Ok(UniPc {
             timesteps,
             sigmas,
@@ -204,7 +202,7 @@ impl Scheduler for UniPc {
         }
         let converted = data_prediction(self.prediction, model_output, sample, sigma)?;
         let sample = match &self.last_sample {
-            Some(prev) if !self.disable_corrector.contains(&(step_index - 1)) => {
+            Some(prev) if step_index > 0 && !self.disable_corrector.contains(&(step_index - 1)) => {
                 self.correct(&converted, prev, step_index)?
             }
             _ => sample.clone(),
