@@ -29,14 +29,20 @@ fn fixture_dir() -> PathBuf {
 /// The tensors and the resolved scheduler config of fixture `name`.
 fn fixture(name: &str) -> (HashMap<String, Tensor>, SchedulerConfig) {
     let dir = fixture_dir();
-    let tensors = candle_core::safetensors::load(dir.join(format!("{name}.safetensors")), &Device::Cpu)
-        .unwrap_or_else(|e| panic!("loading fixture {name}: {e}"));
+    let tensors =
+        candle_core::safetensors::load(dir.join(format!("{name}.safetensors")), &Device::Cpu)
+            .unwrap_or_else(|e| panic!("loading fixture {name}: {e}"));
     let config = SchedulerConfig::from_file(&dir.join(format!("{name}.scheduler.json"))).unwrap();
     (tensors, config)
 }
 
 fn values(t: &Tensor) -> Vec<f64> {
-    t.flatten_all().unwrap().to_dtype(DType::F64).unwrap().to_vec1::<f64>().unwrap()
+    t.flatten_all()
+        .unwrap()
+        .to_dtype(DType::F64)
+        .unwrap()
+        .to_vec1::<f64>()
+        .unwrap()
 }
 
 /// diffusers' `alphas_cumprod` for the SD 1.x schedule (scaled_linear
@@ -68,7 +74,10 @@ fn close_values(got: &[f64], want: &[f64], atol: f64, rtol: f64, what: &str) -> 
     let mut max = 0f64;
     for (i, (g, w)) in got.iter().zip(want).enumerate() {
         let d = (g - w).abs();
-        assert!(d <= atol + rtol * w.abs(), "{what}[{i}]: got {g}, want {w} (diff {d:e})");
+        assert!(
+            d <= atol + rtol * w.abs(),
+            "{what}[{i}]: got {g}, want {w} (diff {d:e})"
+        );
         max = max.max(d);
     }
     max
@@ -97,7 +106,11 @@ fn replay_txt2img(name: &str, sampler: &str) -> f64 {
     assert_timesteps(s.timesteps(), &t["timesteps"], name);
     assert_timesteps(s.timesteps(), &t["unet_t"], name);
     // init_noise_sigma and sigmas are bit-identical to diffusers' float32 values.
-    assert_timesteps(&[s.init_noise_sigma()], &t["init_noise_sigma"], "init_noise_sigma");
+    assert_timesteps(
+        &[s.init_noise_sigma()],
+        &t["init_noise_sigma"],
+        "init_noise_sigma",
+    );
     if let Some(want) = t.get("sigmas") {
         assert_timesteps(s.sigmas().unwrap(), want, "sigmas");
     }
@@ -110,11 +123,21 @@ fn replay_txt2img(name: &str, sampler: &str) -> f64 {
             let unet_in = t["unet_in"].get(i).unwrap();
             for row in 0..2 {
                 let want = unet_in.narrow(0, row, 1).unwrap();
-                max = max.max(assert_close(&input, &want, &format!("{name} unet_in[{i}][{row}]")));
+                max = max.max(assert_close(
+                    &input,
+                    &want,
+                    &format!("{name} unet_in[{i}][{row}]"),
+                ));
             }
-            x = s.step(&guided(&t["unet_out"], i), i, &x, &mut no_noise).unwrap();
+            x = s
+                .step(&guided(&t["unet_out"], i), i, &x, &mut no_noise)
+                .unwrap();
             let want = t["latents_after_step"].get(i).unwrap();
-            max = max.max(assert_close(&x, &want, &format!("{name} latents_after_step[{i}]")));
+            max = max.max(assert_close(
+                &x,
+                &want,
+                &format!("{name} latents_after_step[{i}]"),
+            ));
         }
         assert_close(&x, &t["final_latent"], &format!("{name} final_latent"));
     }
@@ -132,7 +155,13 @@ fn scheduler_replay_ddim() {
     let ac = values(&t["alphas_cumprod"]);
     for (i, &ts) in s.timesteps().iter().enumerate() {
         let got = values(&s.add_noise(&one, &zero, i).unwrap())[0];
-        close_values(&[got], &[ac[ts as usize].sqrt()], 0.0, 1e-6, "sqrt(alphas_cumprod)");
+        close_values(
+            &[got],
+            &[ac[ts as usize].sqrt()],
+            0.0,
+            1e-6,
+            "sqrt(alphas_cumprod)",
+        );
     }
     replay_txt2img("trajectory_ddim", "ddim");
 }
@@ -161,10 +190,20 @@ fn scheduler_replay_img2img_ddim() {
     for (k, i) in (start..4).enumerate() {
         let input = s.scale_model_input(&x, i).unwrap();
         let want_in = t["unet_in"].get(k).unwrap().narrow(0, 1, 1).unwrap();
-        max = max.max(assert_close(&input, &want_in, &format!("img2img unet_in[{k}]")));
-        x = s.step(&guided(&t["unet_out"], k), i, &x, &mut no_noise).unwrap();
+        max = max.max(assert_close(
+            &input,
+            &want_in,
+            &format!("img2img unet_in[{k}]"),
+        ));
+        x = s
+            .step(&guided(&t["unet_out"], k), i, &x, &mut no_noise)
+            .unwrap();
         let want = t["latents_after_step"].get(k).unwrap();
-        max = max.max(assert_close(&x, &want, &format!("img2img latents_after_step[{k}]")));
+        max = max.max(assert_close(
+            &x,
+            &want,
+            &format!("img2img latents_after_step[{k}]"),
+        ));
     }
     assert_close(&x, &t["final_latent"], "img2img final_latent");
     println!("img2img_ddim: max |diff| over noised latents, unet inputs and latents = {max:e}");
@@ -250,7 +289,8 @@ fn scheduler_timestep_spacings_match_diffusers() {
     let leading: Vec<f64> = (0..20).rev().map(|i| (i * 50 + 1) as f64).collect();
     let trailing: Vec<f64> = (0..20).rev().map(|i| (i * 50 + 49) as f64).collect();
     let linspace = ints(&[
-        999, 946, 894, 841, 789, 736, 684, 631, 578, 526, 473, 421, 368, 315, 263, 210, 158, 105, 53, 0,
+        999, 946, 894, 841, 789, 736, 684, 631, 578, 526, 473, 421, 368, 315, 263, 210, 158, 105,
+        53, 0,
     ]);
     assert_eq!(steps20("ddim", "leading"), leading);
     assert_eq!(steps20("ddim", "trailing"), trailing);
@@ -260,13 +300,17 @@ fn scheduler_timestep_spacings_match_diffusers() {
         assert_eq!(steps20(sampler, "trailing"), trailing);
     }
     // Euler keeps linspace timesteps fractional, as float32.
-    let euler_linspace: Vec<f64> = (0..20).rev().map(|i| (i as f64 * (999.0 / 19.0)) as f32 as f64).collect();
+    let euler_linspace: Vec<f64> = (0..20)
+        .rev()
+        .map(|i| (i as f64 * (999.0 / 19.0)) as f32 as f64)
+        .collect();
     assert_eq!(steps20("euler", "linspace"), euler_linspace);
     assert_eq!(euler_linspace[1], 946.4210815429688);
     // DPM-Solver / UniPC space N + 1 points and drop t = 0.
     let ms_leading: Vec<f64> = (1..=20).rev().map(|i| (i * 47 + 1) as f64).collect();
     let ms_linspace = ints(&[
-        999, 949, 899, 849, 799, 749, 699, 649, 599, 549, 500, 450, 400, 350, 300, 250, 200, 150, 100, 50,
+        999, 949, 899, 849, 799, 749, 699, 649, 599, 549, 500, 450, 400, 350, 300, 250, 200, 150,
+        100, 50,
     ]);
     for sampler in ["dpmpp_2m", "unipc"] {
         assert_eq!(steps20(sampler, "leading"), ms_leading);
@@ -275,18 +319,33 @@ fn scheduler_timestep_spacings_match_diffusers() {
     }
     // Trailing with a non-divisor step count (np.arange of floats, rounded).
     let cfg = config(r#"{"timestep_spacing": "trailing"}"#);
-    assert_eq!(build("ddim", &cfg, 7).unwrap().timesteps(), ints(&[999, 856, 713, 570, 428, 285, 142]));
+    assert_eq!(
+        build("ddim", &cfg, 7).unwrap().timesteps(),
+        ints(&[999, 856, 713, 570, 428, 285, 142])
+    );
     // The SD 1.5 PNDM config has no spacing: DDIM defaults to leading,
     // Euler to linspace (with init_noise_sigma = sigma_max, no +1).
     let sd15 = SchedulerConfig::from_json_str(SD15_PNDM_CONFIG).unwrap();
-    assert_eq!(build("ddim", &sd15, 4).unwrap().timesteps(), ints(&[751, 501, 251, 1]));
+    assert_eq!(
+        build("ddim", &sd15, 4).unwrap().timesteps(),
+        ints(&[751, 501, 251, 1])
+    );
     let euler = build("euler", &sd15, 4).unwrap();
     assert_eq!(euler.timesteps(), ints(&[999, 666, 333, 0]));
     let ac = diffusers_alphas_cumprod();
     let sigma_max = sigma_at(&ac, 999.0);
-    close_values(&[euler.init_noise_sigma()], &[sigma_max], 0.0, 1e-6, "euler linspace init sigma");
+    close_values(
+        &[euler.init_noise_sigma()],
+        &[sigma_max],
+        0.0,
+        1e-6,
+        "euler linspace init sigma",
+    );
     // linspace(0, 999, 5) = [0, 249.75, 499.5, 749.25, 999]: 499.5 rounds half to even.
-    assert_eq!(build("dpmpp_2m", &sd15, 4).unwrap().timesteps(), ints(&[999, 749, 500, 250]));
+    assert_eq!(
+        build("dpmpp_2m", &sd15, 4).unwrap().timesteps(),
+        ints(&[999, 749, 500, 250])
+    );
 }
 
 /// Euler ancestral: sigmas by hand (4 and 20 steps) and a 4-step toy run
@@ -297,24 +356,70 @@ fn scheduler_euler_a_hand_computed() {
     let cfg = sd15_config();
     let mut s = build("euler_a", &cfg, 4).unwrap();
     assert_eq!(s.timesteps(), [751.0, 501.0, 251.0, 1.0]);
-    let want_sigmas: Vec<f64> = [751.0, 501.0, 251.0, 1.0].iter().map(|&t| sigma_at(&ac, t)).chain([0.0]).collect();
-    close_values(s.sigmas().unwrap(), &want_sigmas, 0.0, 1e-6, "euler_a sigmas");
+    let want_sigmas: Vec<f64> = [751.0, 501.0, 251.0, 1.0]
+        .iter()
+        .map(|&t| sigma_at(&ac, t))
+        .chain([0.0])
+        .collect();
+    close_values(
+        s.sigmas().unwrap(),
+        &want_sigmas,
+        0.0,
+        1e-6,
+        "euler_a sigmas",
+    );
     // The README's Euler values (6 decimals) hold for Euler ancestral too.
-    close_values(s.sigmas().unwrap(), &[4.116698, 1.623693, 0.698399, 0.041314, 0.0], 5e-6, 0.0, "readme");
-    assert_eq!(s.init_noise_sigma(), 4.236413955688477, "init_noise_sigma (float32)");
+    close_values(
+        s.sigmas().unwrap(),
+        &[4.116698, 1.623693, 0.698399, 0.041314, 0.0],
+        5e-6,
+        0.0,
+        "readme",
+    );
+    assert_eq!(
+        s.init_noise_sigma(),
+        4.236413955688477,
+        "init_noise_sigma (float32)"
+    );
     // 20 steps, linspace (fractional t, interpolated sigmas, init = sigma_max).
     let lin = config(r#"{"timestep_spacing": "linspace"}"#);
     let s20 = build("euler_a", &lin, 20).unwrap();
-    let want20: Vec<f64> = s20.timesteps().iter().map(|&t| sigma_at(&ac, t)).chain([0.0]).collect();
-    close_values(s20.sigmas().unwrap(), &want20, 0.0, 1e-6, "euler_a sigmas 20");
-    close_values(&[s20.init_noise_sigma()], &[want20[0]], 0.0, 1e-6, "init 20");
+    let want20: Vec<f64> = s20
+        .timesteps()
+        .iter()
+        .map(|&t| sigma_at(&ac, t))
+        .chain([0.0])
+        .collect();
+    close_values(
+        s20.sigmas().unwrap(),
+        &want20,
+        0.0,
+        1e-6,
+        "euler_a sigmas 20",
+    );
+    close_values(
+        &[s20.init_noise_sigma()],
+        &[want20[0]],
+        0.0,
+        1e-6,
+        "init 20",
+    );
 
     let x_init = [0.3, -1.2, 2.0];
-    let eps = |i: usize| [0.5 - 0.1 * i as f64, -0.3 + 0.2 * i as f64, 0.8 - 0.25 * i as f64];
+    let eps = |i: usize| {
+        [
+            0.5 - 0.1 * i as f64,
+            -0.3 + 0.2 * i as f64,
+            0.8 - 0.25 * i as f64,
+        ]
+    };
     let noise = |i: usize| [1.0 - 0.5 * i as f64, 0.25 * i as f64, -0.7];
     // By hand: x0 = x - s eps; d = (x - x0) / s; sigma_up, sigma_down from
     // (s, s_next); x' = x + d (sigma_down - s) + noise sigma_up.
-    let mut want_x: Vec<f64> = x_init.iter().map(|v| v * want_sigmas[0].hypot(1.0)).collect();
+    let mut want_x: Vec<f64> = x_init
+        .iter()
+        .map(|v| v * want_sigmas[0].hypot(1.0))
+        .collect();
     let mut x = tensor(&want_x);
     let mut calls = 0usize;
     for i in 0..4 {
@@ -322,14 +427,22 @@ fn scheduler_euler_a_hand_computed() {
         let up = (sn * sn * (sg * sg - sn * sn) / (sg * sg)).sqrt();
         let down = (sn * sn - up * up).sqrt();
         let (e, z) = (eps(i), noise(i));
-        want_x = (0..3).map(|k| want_x[k] + e[k] * (down - sg) + z[k] * up).collect();
+        want_x = (0..3)
+            .map(|k| want_x[k] + e[k] * (down - sg) + z[k] * up)
+            .collect();
         let mut draw = |shape: &[usize]| {
             assert_eq!(shape, [3]);
             calls += 1;
             Ok::<_, candle_core::Error>(tensor(&noise(i)))
         };
         x = s.step(&tensor(&e), i, &x, &mut draw).unwrap();
-        close_values(&values(&x), &want_x, 1e-5, 1e-5, &format!("euler_a step {i}"));
+        close_values(
+            &values(&x),
+            &want_x,
+            1e-5,
+            1e-5,
+            &format!("euler_a step {i}"),
+        );
     }
     assert_eq!(calls, 4, "one noise draw per step");
     // The final step lands on x0 (sigma_up = 0).
@@ -344,17 +457,33 @@ fn scheduler_unipc_hand_computed() {
     let ac = diffusers_alphas_cumprod();
     let mut s = build("unipc", &sd15_config(), 4).unwrap();
     assert_eq!(s.timesteps(), [801.0, 601.0, 401.0, 201.0]);
-    let sig: Vec<f64> = [801.0, 601.0, 401.0, 201.0].iter().map(|&t| sigma_at(&ac, t)).chain([0.0]).collect();
+    let sig: Vec<f64> = [801.0, 601.0, 401.0, 201.0]
+        .iter()
+        .map(|&t| sigma_at(&ac, t))
+        .chain([0.0])
+        .collect();
     close_values(s.sigmas().unwrap(), &sig, 0.0, 1e-6, "unipc sigmas");
     // Same sigmas as the DPM++ fixture (same timesteps).
-    close_values(s.sigmas().unwrap(), &[5.134433, 2.292855, 1.168216, 0.574051, 0.0], 5e-6, 0.0, "readme");
+    close_values(
+        s.sigmas().unwrap(),
+        &[5.134433, 2.292855, 1.168216, 0.574051, 0.0],
+        5e-6,
+        0.0,
+        "readme",
+    );
     assert_eq!(s.init_noise_sigma(), 1.0);
 
     let alpha = |s: f64| 1.0 / (s * s + 1.0).sqrt();
     let sigma_vp = |s: f64| s * alpha(s);
     let lambda = |s: f64| alpha(s).ln() - sigma_vp(s).ln();
     let x_init = [0.3, -1.2, 2.0];
-    let eps = |i: usize| [0.5 - 0.1 * i as f64, -0.3 + 0.2 * i as f64, 0.8 - 0.25 * i as f64];
+    let eps = |i: usize| {
+        [
+            0.5 - 0.1 * i as f64,
+            -0.3 + 0.2 * i as f64,
+            0.8 - 0.25 * i as f64,
+        ]
+    };
 
     let mut want = x_init.to_vec();
     let mut x = tensor(&want);
@@ -362,7 +491,9 @@ fn scheduler_unipc_hand_computed() {
     let mut last: Option<(Vec<f64>, usize)> = None; // predictor start sample, its order
     for i in 0..4 {
         let e = eps(i);
-        let x0: Vec<f64> = (0..3).map(|k| (want[k] - sigma_vp(sig[i]) * e[k]) / alpha(sig[i])).collect();
+        let x0: Vec<f64> = (0..3)
+            .map(|k| (want[k] - sigma_vp(sig[i]) * e[k]) / alpha(sig[i]))
+            .collect();
         if let Some((xp, order)) = &last {
             // Corrector from sig[i-1] to sig[i]; rhos solve [[1, 1], [r1, 1]] rho = b.
             let h = lambda(sig[i]) - lambda(sig[i - 1]);
@@ -376,11 +507,16 @@ fn scheduler_unipc_hand_computed() {
                 let r1 = (lambda(sig[i - 2]) - lambda(sig[i - 1])) / h;
                 let b2 = ((phi1 / hh - 1.0) / hh - 0.5) * 2.0 / phi1;
                 let rho0 = (b1 - b2) / (1.0 - r1);
-                (rho0, b1 - rho0, (0..3).map(|k| (m[i - 2][k] - m0[k]) / r1).collect())
+                (
+                    rho0,
+                    b1 - rho0,
+                    (0..3).map(|k| (m[i - 2][k] - m0[k]) / r1).collect(),
+                )
             };
             want = (0..3)
                 .map(|k| {
-                    let base = sigma_vp(sig[i]) / sigma_vp(sig[i - 1]) * xp[k] - alpha(sig[i]) * phi1 * m0[k];
+                    let base = sigma_vp(sig[i]) / sigma_vp(sig[i - 1]) * xp[k]
+                        - alpha(sig[i]) * phi1 * m0[k];
                     base - alpha(sig[i]) * phi1 * (rho_old * d1[k] + rho_t * (x0[k] - m0[k]))
                 })
                 .collect();
@@ -393,7 +529,8 @@ fn scheduler_unipc_hand_computed() {
         let start = want.clone();
         want = (0..3)
             .map(|k| {
-                let base = sigma_vp(sig[i + 1]) / sigma_vp(sig[i]) * start[k] - alpha(sig[i + 1]) * phi1 * m[i][k];
+                let base = sigma_vp(sig[i + 1]) / sigma_vp(sig[i]) * start[k]
+                    - alpha(sig[i + 1]) * phi1 * m[i][k];
                 if order == 2 {
                     let r1 = (lambda(sig[i - 1]) - lambda(sig[i])) / h;
                     base - alpha(sig[i + 1]) * phi1 * 0.5 * (m[i - 1][k] - m[i][k]) / r1
@@ -428,7 +565,13 @@ fn scheduler_v_prediction_and_eta_by_hand() {
             ap.sqrt() * x0 + (1.0 - ap).sqrt() * e
         })
         .collect();
-    close_values(&values(&s.step(&vt, 0, &xt, &mut no_noise).unwrap()), &ddim, 1e-5, 1e-5, "ddim v");
+    close_values(
+        &values(&s.step(&vt, 0, &xt, &mut no_noise).unwrap()),
+        &ddim,
+        1e-5,
+        1e-5,
+        "ddim v",
+    );
 
     // Euler: x0 = v (-s / sqrt(s^2+1)) + x / (s^2+1); x' = x + (x - x0)/s (s' - s).
     let mut s = build("euler", &cfg, 4).unwrap();
@@ -439,7 +582,13 @@ fn scheduler_v_prediction_and_eta_by_hand() {
             x[k] + (x[k] - x0) / sg * (sn - sg)
         })
         .collect();
-    close_values(&values(&s.step(&vt, 0, &xt, &mut no_noise).unwrap()), &euler, 1e-5, 1e-5, "euler v");
+    close_values(
+        &values(&s.step(&vt, 0, &xt, &mut no_noise).unwrap()),
+        &euler,
+        1e-5,
+        1e-5,
+        "euler v",
+    );
 
     // DPM++ 2M first step: x0 = alpha x - sigma v; x' = (sigma'/sigma) x - alpha' (e^-h - 1) x0.
     let mut s = build("dpmpp_2m", &cfg, 4).unwrap();
@@ -452,7 +601,13 @@ fn scheduler_v_prediction_and_eta_by_hand() {
             sn * alpha(sn) / (sg * alpha(sg)) * x[k] - alpha(sn) * ((-h).exp() - 1.0) * x0
         })
         .collect();
-    close_values(&values(&s.step(&vt, 0, &xt, &mut no_noise).unwrap()), &dpm, 1e-5, 1e-5, "dpm v");
+    close_values(
+        &values(&s.step(&vt, 0, &xt, &mut no_noise).unwrap()),
+        &dpm,
+        1e-5,
+        1e-5,
+        "dpm v",
+    );
 
     // DDIM eta = 1 (epsilon): std = eta sqrt((1-a')/(1-a) (1 - a/a')), noise added.
     let opts = SamplerOptions { eta: 1.0 };
@@ -465,9 +620,16 @@ fn scheduler_v_prediction_and_eta_by_hand() {
             ap.sqrt() * x0 + (1.0 - ap - std * std).sqrt() * v[k] + std * z[k]
         })
         .collect();
-    let got = s.step(&vt, 0, &xt, &mut |_: &[usize]| Ok::<_, candle_core::Error>(tensor(&z))).unwrap();
+    let got = s
+        .step(&vt, 0, &xt, &mut |_: &[usize]| {
+            Ok::<_, candle_core::Error>(tensor(&z))
+        })
+        .unwrap();
     close_values(&values(&got), &want, 1e-5, 1e-5, "ddim eta 1");
-    assert!(s.step(&vt, 0, &xt, &mut no_noise).is_err(), "eta > 0 needs noise");
+    assert!(
+        s.step(&vt, 0, &xt, &mut no_noise).is_err(),
+        "eta > 0 needs noise"
+    );
 }
 
 fn tensor(v: &[f64]) -> Tensor {

@@ -207,7 +207,9 @@ impl SchedulerConfig {
     /// Errors when dynamic thresholding is on (DDIM, DPM-Solver, UniPC know it).
     pub(crate) fn reject_thresholding(&self, sampler: &str) -> Result<()> {
         if self.thresholding == Some(true) {
-            bail!("sampler {sampler}: `thresholding: true` is not supported (SD configs use false)");
+            bail!(
+                "sampler {sampler}: `thresholding: true` is not supported (SD configs use false)"
+            );
         }
         Ok(())
     }

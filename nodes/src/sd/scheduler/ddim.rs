@@ -37,12 +37,19 @@ impl Ddim {
             .collect();
         let ac = schedule.alphas_cumprod;
         Ok(Ddim {
-            final_alpha_cumprod: if cfg.set_alpha_to_one.unwrap_or(true) { 1.0 } else { ac[0] },
+            final_alpha_cumprod: if cfg.set_alpha_to_one.unwrap_or(true) {
+                1.0
+            } else {
+                ac[0]
+            },
             alphas_cumprod: ac,
             timesteps,
             step_ratio: n_train / steps,
             prediction: cfg.prediction_type.unwrap_or(PredictionType::Epsilon),
-            clip_range: cfg.clip_sample.unwrap_or(true).then(|| cfg.clip_sample_range.unwrap_or(1.0)),
+            clip_range: cfg
+                .clip_sample
+                .unwrap_or(true)
+                .then(|| cfg.clip_sample_range.unwrap_or(1.0)),
             eta,
         })
     }
@@ -71,7 +78,11 @@ impl Scheduler for Ddim {
         1.0
     }
 
-    fn scale_model_input(&self, sample: &Tensor, _step_index: usize) -> candle_core::Result<Tensor> {
+    fn scale_model_input(
+        &self,
+        sample: &Tensor,
+        _step_index: usize,
+    ) -> candle_core::Result<Tensor> {
         Ok(sample.clone())
     }
 
@@ -115,7 +126,12 @@ impl Scheduler for Ddim {
         }
     }
 
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, step_index: usize) -> candle_core::Result<Tensor> {
+    fn add_noise(
+        &self,
+        original: &Tensor,
+        noise: &Tensor,
+        step_index: usize,
+    ) -> candle_core::Result<Tensor> {
         let alpha = self.alpha_cumprod(at(&self.timesteps, step_index)? as i64)?;
         axpby(alpha.sqrt(), original, (1.0 - alpha).sqrt(), noise)
     }

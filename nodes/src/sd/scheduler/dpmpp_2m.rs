@@ -47,14 +47,23 @@ impl DpmPp2m {
         // diffusers: searchsorted(flip(lambda_t), lambda_min_clipped) cuts the
         // noisiest training timesteps (matters for the cosine schedule only).
         let lambda_min = cfg.lambda_min_clipped.unwrap_or(f64::NEG_INFINITY);
-        let clipped = ac.iter().rev().take_while(|a| a.sqrt().ln() - (1.0 - **a).sqrt().ln() < lambda_min).count();
+        let clipped = ac
+            .iter()
+            .rev()
+            .take_while(|a| a.sqrt().ln() - (1.0 - **a).sqrt().ln() < lambda_min)
+            .count();
         let last_timestep = n_train - clipped;
         if last_timestep == 0 {
             bail!("sampler dpmpp_2m: lambda_min_clipped {lambda_min} removes every timestep");
         }
         let spacing = cfg.timestep_spacing.unwrap_or(TimestepSpacing::Linspace);
-        let timesteps =
-            multistep_timesteps(spacing, n_train, last_timestep, steps, cfg.steps_offset.unwrap_or(0));
+        let timesteps = multistep_timesteps(
+            spacing,
+            n_train,
+            last_timestep,
+            steps,
+            cfg.steps_offset.unwrap_or(0),
+        );
         let final_kind = cfg.final_sigmas_type.unwrap_or(FinalSigmasType::Zero);
         let sigmas = inference_sigmas(&timesteps, &ac, final_kind);
         let n = timesteps.len();
@@ -86,7 +95,11 @@ impl Scheduler for DpmPp2m {
         1.0
     }
 
-    fn scale_model_input(&self, sample: &Tensor, _step_index: usize) -> candle_core::Result<Tensor> {
+    fn scale_model_input(
+        &self,
+        sample: &Tensor,
+        _step_index: usize,
+    ) -> candle_core::Result<Tensor> {
         Ok(sample.clone())
     }
 
@@ -115,7 +128,11 @@ impl Scheduler for DpmPp2m {
             Some(m1) if !(last_step && self.first_order_final) => {
                 let sigma_s1 = self.sigmas[step_index - 1];
                 let r0 = (lambda(sigma_s0) - lambda(sigma_s1)) / h;
-                let c1 = if self.heun { alpha_t * (((-h).exp() - 1.0) / h + 1.0) } else { -0.5 * decay };
+                let c1 = if self.heun {
+                    alpha_t * (((-h).exp() - 1.0) / h + 1.0)
+                } else {
+                    -0.5 * decay
+                };
                 (first + ((&x0 - &m1)? * (c1 / r0))?)?
             }
             _ => first,
@@ -124,7 +141,12 @@ impl Scheduler for DpmPp2m {
         Ok(prev)
     }
 
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, step_index: usize) -> candle_core::Result<Tensor> {
+    fn add_noise(
+        &self,
+        original: &Tensor,
+        noise: &Tensor,
+        step_index: usize,
+    ) -> candle_core::Result<Tensor> {
         let (alpha_t, sigma_t) = alpha_sigma(at(&self.sigmas[..self.timesteps.len()], step_index)?);
         axpby(alpha_t, original, sigma_t, noise)
     }

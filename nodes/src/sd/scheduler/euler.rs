@@ -5,7 +5,8 @@ use anyhow::{bail, Result};
 use candle_core::Tensor;
 
 use super::config::{
-    FinalSigmasType, InterpolationType, PredictionType, SchedulerConfig, TimestepSpacing, TimestepType,
+    FinalSigmasType, InterpolationType, PredictionType, SchedulerConfig, TimestepSpacing,
+    TimestepType,
 };
 use super::schedule::{check_steps, inference_sigmas, spaced_timesteps, TrainSchedule};
 use super::{at, NoiseFn, Scheduler};
@@ -27,10 +28,11 @@ impl EulerSchedule {
         let n_train = schedule.num_train_timesteps();
         check_steps(steps, n_train)?;
         let spacing = cfg.timestep_spacing.unwrap_or(TimestepSpacing::Linspace);
-        let timesteps: Vec<f64> = spaced_timesteps(spacing, n_train, steps, cfg.steps_offset.unwrap_or(0))
-            .into_iter()
-            .map(|t| t as f32 as f64)
-            .collect();
+        let timesteps: Vec<f64> =
+            spaced_timesteps(spacing, n_train, steps, cfg.steps_offset.unwrap_or(0))
+                .into_iter()
+                .map(|t| t as f32 as f64)
+                .collect();
         let sigmas = inference_sigmas(&timesteps, &schedule.sigma_alphas_cumprod(), final_kind);
         // float32, as diffusers computes it from its float32 sigmas.
         let max = sigmas.iter().copied().fold(0.0, f64::max) as f32;
@@ -38,7 +40,11 @@ impl EulerSchedule {
             TimestepSpacing::Linspace | TimestepSpacing::Trailing => max,
             TimestepSpacing::Leading => (max * max + 1.0).sqrt(),
         });
-        Ok(EulerSchedule { timesteps, sigmas, init_noise_sigma })
+        Ok(EulerSchedule {
+            timesteps,
+            sigmas,
+            init_noise_sigma,
+        })
     }
 
     /// `sample / sqrt(sigma^2 + 1)` at step `i`.
@@ -48,14 +54,22 @@ impl EulerSchedule {
     }
 
     /// `original + sigma * noise` at step `i`.
-    pub fn add_noise(&self, original: &Tensor, noise: &Tensor, i: usize) -> candle_core::Result<Tensor> {
+    pub fn add_noise(
+        &self,
+        original: &Tensor,
+        noise: &Tensor,
+        i: usize,
+    ) -> candle_core::Result<Tensor> {
         let sigma = at(&self.sigmas[..self.timesteps.len()], i)?;
         original + (noise * sigma)?
     }
 
     /// `(sigma_i, sigma_{i+1})`, or an error when `i` is not a step.
     pub fn sigma_pair(&self, i: usize) -> candle_core::Result<(f64, f64)> {
-        Ok((at(&self.sigmas[..self.timesteps.len()], i)?, self.sigmas[i + 1]))
+        Ok((
+            at(&self.sigmas[..self.timesteps.len()], i)?,
+            self.sigmas[i + 1],
+        ))
     }
 }
 
@@ -91,11 +105,16 @@ impl Euler {
             bail!("sampler euler: `interpolation_type: log_linear` is not supported (only linear)");
         }
         let prediction = cfg.prediction_type.unwrap_or(PredictionType::Epsilon);
-        if cfg.timestep_type == Some(TimestepType::Continuous) && prediction == PredictionType::VPrediction {
+        if cfg.timestep_type == Some(TimestepType::Continuous)
+            && prediction == PredictionType::VPrediction
+        {
             bail!("sampler euler: `timestep_type: continuous` with v_prediction is not supported");
         }
         let final_kind = cfg.final_sigmas_type.unwrap_or(FinalSigmasType::Zero);
-        Ok(Euler { schedule: EulerSchedule::new(cfg, steps, final_kind)?, prediction })
+        Ok(Euler {
+            schedule: EulerSchedule::new(cfg, steps, final_kind)?,
+            prediction,
+        })
     }
 }
 
@@ -129,7 +148,12 @@ impl Scheduler for Euler {
         sample + (derivative * (sigma_next - sigma))?
     }
 
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, step_index: usize) -> candle_core::Result<Tensor> {
+    fn add_noise(
+        &self,
+        original: &Tensor,
+        noise: &Tensor,
+        step_index: usize,
+    ) -> candle_core::Result<Tensor> {
         self.schedule.add_noise(original, noise, step_index)
     }
 }

@@ -23,7 +23,10 @@ impl EulerAncestral {
         if prediction == PredictionType::Sample {
             bail!("sampler euler_a: prediction_type `sample` is not supported (diffusers neither)");
         }
-        Ok(EulerAncestral { schedule: EulerSchedule::new(cfg, steps, FinalSigmasType::Zero)?, prediction })
+        Ok(EulerAncestral {
+            schedule: EulerSchedule::new(cfg, steps, FinalSigmasType::Zero)?,
+            prediction,
+        })
     }
 }
 
@@ -53,14 +56,20 @@ impl Scheduler for EulerAncestral {
     ) -> candle_core::Result<Tensor> {
         let (sigma, sigma_to) = self.schedule.sigma_pair(step_index)?;
         let x0 = euler_x0(self.prediction, model_output, sample, sigma)?;
-        let sigma_up = (sigma_to * sigma_to * (sigma * sigma - sigma_to * sigma_to) / (sigma * sigma)).sqrt();
+        let sigma_up =
+            (sigma_to * sigma_to * (sigma * sigma - sigma_to * sigma_to) / (sigma * sigma)).sqrt();
         let sigma_down = (sigma_to * sigma_to - sigma_up * sigma_up).max(0.0).sqrt();
         let derivative = ((sample - x0)? / sigma)?;
         let prev = (sample + (derivative * (sigma_down - sigma))?)?;
         prev + (draw_noise(noise, model_output)? * sigma_up)?
     }
 
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, step_index: usize) -> candle_core::Result<Tensor> {
+    fn add_noise(
+        &self,
+        original: &Tensor,
+        noise: &Tensor,
+        step_index: usize,
+    ) -> candle_core::Result<Tensor> {
         self.schedule.add_noise(original, noise, step_index)
     }
 }

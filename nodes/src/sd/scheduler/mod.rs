@@ -83,7 +83,12 @@ pub trait Scheduler: Send {
     ) -> candle_core::Result<Tensor>;
 
     /// img2img: `original` noised to the level of `timesteps()[step_index]`.
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, step_index: usize) -> candle_core::Result<Tensor>;
+    fn add_noise(
+        &self,
+        original: &Tensor,
+        noise: &Tensor,
+        step_index: usize,
+    ) -> candle_core::Result<Tensor>;
 
     /// diffusers' `scheduler.order`: timesteps per step (1 for every sampler
     /// here; 2 for Heun-style samplers).
@@ -129,7 +134,10 @@ pub fn build_with(
         "euler_a" => Box::new(euler_ancestral::EulerAncestral::new(config, steps)?),
         "dpmpp_2m" => Box::new(dpmpp_2m::DpmPp2m::new(config, steps)?),
         "unipc" => Box::new(unipc::UniPc::new(config, steps)?),
-        other => bail!("unknown sampler {other:?}; valid: {}, default", SAMPLERS.join(", ")),
+        other => bail!(
+            "unknown sampler {other:?}; valid: {}, default",
+            SAMPLERS.join(", ")
+        ),
     })
 }
 
@@ -166,7 +174,9 @@ fn at(values: &[f64], i: usize) -> candle_core::Result<f64> {
 
 /// A noise draw of the shape, dtype and device of `like`.
 fn draw_noise(noise: &mut NoiseFn, like: &Tensor) -> candle_core::Result<Tensor> {
-    noise(like.dims())?.to_dtype(like.dtype())?.to_device(like.device())
+    noise(like.dims())?
+        .to_dtype(like.dtype())?
+        .to_device(like.device())
 }
 
 /// `(alpha_t, sigma_t)` of the variance-preserving process at noise level

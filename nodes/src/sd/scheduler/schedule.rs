@@ -29,23 +29,36 @@ impl TrainSchedule {
         ensure!(n >= 2, "num_train_timesteps must be at least 2, got {n}");
         let start = cfg.beta_start.unwrap_or(0.0001);
         let end = cfg.beta_end.unwrap_or(0.02);
-        let mut betas: Vec<f32> = match (&cfg.trained_betas, cfg.beta_schedule.unwrap_or(BetaSchedule::Linear)) {
+        let mut betas: Vec<f32> = match (
+            &cfg.trained_betas,
+            cfg.beta_schedule.unwrap_or(BetaSchedule::Linear),
+        ) {
             (Some(betas), _) => {
-                ensure!(betas.len() == n, "trained_betas has {} values, expected {n}", betas.len());
+                ensure!(
+                    betas.len() == n,
+                    "trained_betas has {} values, expected {n}",
+                    betas.len()
+                );
                 betas.iter().map(|&b| b as f32).collect()
             }
             (None, BetaSchedule::Linear) => torch_linspace_f32(start, end, n),
-            (None, BetaSchedule::ScaledLinear) => {
-                torch_linspace_f32(start.sqrt(), end.sqrt(), n).into_iter().map(|b| b * b).collect()
+            (None, BetaSchedule::ScaledLinear) => torch_linspace_f32(start.sqrt(), end.sqrt(), n)
+                .into_iter()
+                .map(|b| b * b)
+                .collect(),
+            (None, BetaSchedule::SquaredcosCapV2) => {
+                cosine_betas(n).into_iter().map(|b| b as f32).collect()
             }
-            (None, BetaSchedule::SquaredcosCapV2) => cosine_betas(n).into_iter().map(|b| b as f32).collect(),
         };
         let zero_terminal_snr = cfg.rescale_betas_zero_snr.unwrap_or(false);
         if zero_terminal_snr {
             betas = rescale_zero_terminal_snr(&betas);
         }
         let alphas: Vec<f32> = betas.iter().map(|b| 1.0 - b).collect();
-        Ok(TrainSchedule { alphas_cumprod: cumprod_f32(&alphas), zero_terminal_snr })
+        Ok(TrainSchedule {
+            alphas_cumprod: cumprod_f32(&alphas),
+            zero_terminal_snr,
+        })
     }
 
     /// Number of training timesteps.
@@ -84,7 +97,11 @@ pub(super) fn inference_sigmas(
         FinalSigmasType::Zero => 0.0,
         FinalSigmasType::SigmaMin => train[0],
     };
-    timesteps.iter().map(|&t| interp(t, &train) as f32 as f64).chain([last]).collect()
+    timesteps
+        .iter()
+        .map(|&t| interp(t, &train) as f32 as f64)
+        .chain([last])
+        .collect()
 }
 
 /// `np.interp(x, arange(len(fp)), fp)`.
@@ -129,11 +146,17 @@ pub(super) fn spaced_timesteps(
         }
         TimestepSpacing::Leading => {
             let ratio = num_train / steps;
-            (0..steps).rev().map(|i| (i * ratio + steps_offset) as f64).collect()
+            (0..steps)
+                .rev()
+                .map(|i| (i * ratio + steps_offset) as f64)
+                .collect()
         }
         TimestepSpacing::Trailing => {
             let ratio = num_train as f64 / steps as f64;
-            arange_down(num_train as f64, ratio).iter().map(|t| t.round_ties_even() - 1.0).collect()
+            arange_down(num_train as f64, ratio)
+                .iter()
+                .map(|t| t.round_ties_even() - 1.0)
+                .collect()
         }
     }
 }
@@ -155,11 +178,17 @@ pub(super) fn multistep_timesteps(
         }
         TimestepSpacing::Leading => {
             let ratio = last_timestep / (steps + 1);
-            (1..=steps).rev().map(|i| (i * ratio + steps_offset) as f64).collect()
+            (1..=steps)
+                .rev()
+                .map(|i| (i * ratio + steps_offset) as f64)
+                .collect()
         }
         TimestepSpacing::Trailing => {
             let ratio = num_train as f64 / steps as f64;
-            arange_down(last_timestep as f64, ratio).iter().map(|t| t.round_ties_even() - 1.0).collect()
+            arange_down(last_timestep as f64, ratio)
+                .iter()
+                .map(|t| t.round_ties_even() - 1.0)
+                .collect()
         }
     }
 }
@@ -194,7 +223,11 @@ fn arange_down(start: f64, step: f64) -> Vec<f64> {
 
 /// diffusers `betas_for_alpha_bar` with the cosine transform and max beta 0.999.
 fn cosine_betas(n: usize) -> Vec<f64> {
-    let alpha_bar = |t: f64| ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0).cos().powi(2);
+    let alpha_bar = |t: f64| {
+        ((t + 0.008) / 1.008 * std::f64::consts::PI / 2.0)
+            .cos()
+            .powi(2)
+    };
     (0..n)
         .map(|i| {
             let (t1, t2) = (i as f64 / n as f64, (i + 1) as f64 / n as f64);
@@ -241,7 +274,10 @@ fn rescale_zero_terminal_snr(betas: &[f32]) -> Vec<f32> {
     let sqrt_ac: Vec<f64> = cumprod_f32(&alphas).iter().map(|a| a.sqrt()).collect();
     let (first, last) = (sqrt_ac[0], sqrt_ac[sqrt_ac.len() - 1]);
     let scale = first / (first - last);
-    let abar: Vec<f64> = sqrt_ac.iter().map(|s| ((s - last) * scale).powi(2)).collect();
+    let abar: Vec<f64> = sqrt_ac
+        .iter()
+        .map(|s| ((s - last) * scale).powi(2))
+        .collect();
     std::iter::once(abar[0])
         .chain(abar.windows(2).map(|w| w[1] / w[0]))
         .map(|alpha| (1.0 - alpha) as f32)
@@ -264,19 +300,30 @@ mod tests {
             beta_schedule: Some(BetaSchedule::ScaledLinear),
             ..Default::default()
         };
-        let got: Vec<f32> = TrainSchedule::new(&cfg).unwrap().alphas_cumprod.iter().map(|&a| a as f32).collect();
+        let got: Vec<f32> = TrainSchedule::new(&cfg)
+            .unwrap()
+            .alphas_cumprod
+            .iter()
+            .map(|&a| a as f32)
+            .collect();
         assert_eq!(got, want);
     }
 
     #[test]
     fn scheduler_numpy_helpers() {
         assert_eq!(linspace(0.0, 999.0, 3), vec![0.0, 499.5, 999.0]);
-        assert_eq!(arange_down(1000.0, 250.0), vec![1000.0, 750.0, 500.0, 250.0]);
+        assert_eq!(
+            arange_down(1000.0, 250.0),
+            vec![1000.0, 750.0, 500.0, 250.0]
+        );
         assert_eq!(arange_down(1000.0, 1000.0 / 3.0).len(), 3);
         assert_eq!(interp(1.5, &[1.0, 2.0, 4.0]), 3.0);
         assert_eq!(interp(2.0, &[1.0, 2.0, 4.0]), 4.0);
         // Zero terminal SNR: the last alpha_cumprod is exactly 0 and the first is kept.
-        let cfg = SchedulerConfig { rescale_betas_zero_snr: Some(true), ..Default::default() };
+        let cfg = SchedulerConfig {
+            rescale_betas_zero_snr: Some(true),
+            ..Default::default()
+        };
         let s = TrainSchedule::new(&cfg).unwrap();
         let plain = TrainSchedule::new(&SchedulerConfig::default()).unwrap();
         assert!(s.alphas_cumprod[999].abs() < 1e-12);

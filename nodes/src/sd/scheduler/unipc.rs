@@ -56,7 +56,10 @@ impl UniPc {
             bail!("sampler unipc: `predict_x0: false` is not supported");
         }
         let order = cfg.solver_order.unwrap_or(2);
-        ensure!((1..=3).contains(&order), "sampler unipc: solver_order must be 1, 2 or 3, got {order}");
+        ensure!(
+            (1..=3).contains(&order),
+            "sampler unipc: solver_order must be 1, 2 or 3, got {order}"
+        );
         let bh1 = match cfg.solver_type.as_deref().unwrap_or("bh2") {
             "bh1" => true,
             "bh2" | "midpoint" | "heun" | "logrho" => false,
@@ -66,7 +69,13 @@ impl UniPc {
         let n_train = schedule.num_train_timesteps();
         check_steps(steps, n_train)?;
         let spacing = cfg.timestep_spacing.unwrap_or(TimestepSpacing::Linspace);
-        let timesteps = multistep_timesteps(spacing, n_train, n_train, steps, cfg.steps_offset.unwrap_or(0));
+        let timesteps = multistep_timesteps(
+            spacing,
+            n_train,
+            n_train,
+            steps,
+            cfg.steps_offset.unwrap_or(0),
+        );
         let final_kind = cfg.final_sigmas_type.unwrap_or(FinalSigmasType::Zero);
         let sigmas = inference_sigmas(&timesteps, &schedule.sigma_alphas_cumprod(), final_kind);
         Ok(UniPc {
@@ -120,7 +129,11 @@ impl UniPc {
     }
 
     /// `sum_k rho_k (m_k - m0) / r_k` over the older points.
-    fn weighted_differences(&self, rhos: &[f64], rks: &[f64]) -> candle_core::Result<Option<Tensor>> {
+    fn weighted_differences(
+        &self,
+        rhos: &[f64],
+        rks: &[f64],
+    ) -> candle_core::Result<Option<Tensor>> {
         let m0 = self.older_output(0);
         let mut acc: Option<Tensor> = None;
         for (k, (rho, rk)) in rhos.iter().zip(rks).enumerate() {
@@ -154,13 +167,22 @@ impl UniPc {
     /// UniC: corrects `sample` at step `i` with the new data prediction
     /// `model_t` there; the history still ends with the prediction at step
     /// `i - 1` and `last_sample` is the sample at step `i - 1`.
-    fn correct(&self, model_t: &Tensor, sample_prev: &Tensor, i: usize) -> candle_core::Result<Tensor> {
+    fn correct(
+        &self,
+        model_t: &Tensor,
+        sample_prev: &Tensor,
+        i: usize,
+    ) -> candle_core::Result<Tensor> {
         let order = self.last_order;
         let older: Vec<f64> = (1..order).map(|k| self.sigmas[i - 1 - k]).collect();
         let c = self.coefficients(self.sigmas[i], self.sigmas[i - 1], &older);
         let m0 = self.older_output(0);
         let x_t = axpby(c.sample_factor, sample_prev, c.m0_factor, m0)?;
-        let rhos = if order == 1 { vec![0.5] } else { solve(&vandermonde(&c.rks), &c.b)? };
+        let rhos = if order == 1 {
+            vec![0.5]
+        } else {
+            solve(&vandermonde(&c.rks), &c.b)?
+        };
         let (rho_t, rhos_older) = rhos.split_last().expect("at least one rho");
         let mut res = ((model_t - m0)? * *rho_t)?;
         if let Some(older_res) = self.weighted_differences(rhos_older, &c.rks)? {
@@ -183,7 +205,11 @@ impl Scheduler for UniPc {
         1.0
     }
 
-    fn scale_model_input(&self, sample: &Tensor, _step_index: usize) -> candle_core::Result<Tensor> {
+    fn scale_model_input(
+        &self,
+        sample: &Tensor,
+        _step_index: usize,
+    ) -> candle_core::Result<Tensor> {
         Ok(sample.clone())
     }
 
@@ -213,14 +239,23 @@ impl Scheduler for UniPc {
         }
         // diffusers: min(solver_order, steps left) when lower_order_final,
         // and never above the number of predictions of this run.
-        let order = if self.lower_order_final { self.order.min(n - step_index) } else { self.order };
+        let order = if self.lower_order_final {
+            self.order.min(n - step_index)
+        } else {
+            self.order
+        };
         self.last_order = order.min(self.history.len());
         let prev = self.predict(&sample, step_index, self.last_order)?;
         self.last_sample = Some(sample);
         Ok(prev)
     }
 
-    fn add_noise(&self, original: &Tensor, noise: &Tensor, step_index: usize) -> candle_core::Result<Tensor> {
+    fn add_noise(
+        &self,
+        original: &Tensor,
+        noise: &Tensor,
+        step_index: usize,
+    ) -> candle_core::Result<Tensor> {
         let (alpha_t, sigma_t) = alpha_sigma(at(&self.sigmas[..self.timesteps.len()], step_index)?);
         axpby(alpha_t, original, sigma_t, noise)
     }
@@ -228,25 +263,35 @@ impl Scheduler for UniPc {
 
 /// `R[k][j] = rks[j]^k`, the matrix of UniPC's order conditions.
 fn vandermonde(rks: &[f64]) -> Vec<Vec<f64>> {
-    (0..rks.len()).map(|k| rks.iter().map(|r| r.powi(k as i32)).collect()).collect()
+    (0..rks.len())
+        .map(|k| rks.iter().map(|r| r.powi(k as i32)).collect())
+        .collect()
 }
 
 /// Solves `a x = b` by Gaussian elimination with partial pivoting (n <= 3).
 fn solve(a: &[Vec<f64>], b: &[f64]) -> candle_core::Result<Vec<f64>> {
     let n = b.len();
-    let mut m: Vec<Vec<f64>> = a.iter().zip(b).map(|(row, &bi)| row.iter().copied().chain([bi]).collect()).collect();
+    let mut m: Vec<Vec<f64>> = a
+        .iter()
+        .zip(b)
+        .map(|(row, &bi)| row.iter().copied().chain([bi]).collect())
+        .collect();
     for col in 0..n {
         let pivot = (col..n)
             .max_by(|&x, &y| m[x][col].abs().total_cmp(&m[y][col].abs()))
             .unwrap_or(col);
         if m[pivot][col] == 0.0 || !m[pivot][col].is_finite() {
-            return Err(candle_core::Error::Msg("unipc: singular order-condition matrix".into()));
+            return Err(candle_core::Error::Msg(
+                "unipc: singular order-condition matrix".into(),
+            ));
         }
         m.swap(col, pivot);
-        for row in col + 1..n {
-            let f = m[row][col] / m[col][col];
-            for k in col..=n {
-                m[row][k] -= f * m[col][k];
+        let (upper, lower) = m.split_at_mut(col + 1);
+        let pivot_row = &upper[col];
+        for row in lower {
+            let f = row[col] / pivot_row[col];
+            for (x, p) in row[col..].iter_mut().zip(&pivot_row[col..]) {
+                *x -= f * p;
             }
         }
     }
@@ -264,7 +309,11 @@ mod tests {
 
     #[test]
     fn scheduler_unipc_solve_3x3() {
-        let a = vec![vec![1.0, 1.0, 1.0], vec![-0.5, 2.0, 1.0], vec![0.25, 4.0, 1.0]];
+        let a = vec![
+            vec![1.0, 1.0, 1.0],
+            vec![-0.5, 2.0, 1.0],
+            vec![0.25, 4.0, 1.0],
+        ];
         let x = solve(&a, &[3.0, 2.5, 5.25]).unwrap();
         for (got, want) in x.iter().zip([1.0, 1.0, 1.0]) {
             assert!((got - want).abs() < 1e-12, "{x:?}");
