@@ -185,3 +185,122 @@ fn sd_tiny_generator_writes_the_fixture_layout_deterministically() {
     assert!(v.iter().all(|x| (0.0..=1.0).contains(x)));
     assert!(eps.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|x| x.is_finite()));
 }
+
+mod ops {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use candle_core::{DType, Device, IndexOp, Tensor};
+    use flow_engine::models::ResolvedModel;
+    use flow_engine::{CancelToken, Inputs, OpContext, Outputs, Registry, Value, ValueType};
+    use flow_nodes::sd::SdCond;
+
+    use super::{assert_close, expected, pipeline_dir};
+
+    fn registry() -> Registry {
+        let mut reg = Registry::new();
+        flow_nodes::sd::register(&mut reg);
+        reg
+    }
+
+    fn model() -> Value {
+        ResolvedModel {
+            reference: "tests/fixtures/tiny-sd/pipeline".into(),
+            path: pipeline_dir().canonicalize().unwrap(),
+            kind: Some("diffusers".into()),
+            fingerprint: "tiny-sd-fixture".into(),
+        }
+        .into_value()
+    }
+
+    fn run(reg: &Registry, op: &str, inputs: Vec<(&str, Value)>) -> anyhow::Result<Outputs> {
+        let op = reg.get(op).unwrap();
+        let mut values: BTreeMap<String, Value> = inputs.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        for port in &op.spec().inputs {
+            if let (false, Some(d)) = (values.contains_key(port.name), &port.default) {
+                values.insert(port.name.to_string(), d.clone());
+            }
+        }
+        let sink: flow_engine::EventSink = Arc::new(|_| {});
+        let ctx = OpContext::new("n", Device::Cpu, ".".into(), CancelToken::new(), sink, Instant::now(), Default::default());
+        let out = op.run(&Inputs::new(values), &ctx)?;
+        out.check_against(op.spec())?;
+        Ok(out)
+    }
+
+    fn tensor(kind: ValueType, t: &Tensor) -> Value {
+        Value::tensor(kind, t.clone())
+    }
+
+    #[test]
+    fn sd_ops_encode_prompt_and_cond_round_trip() {
+        let reg = registry();
+        let clip = expected("clip.safetensors");
+        let out = run(&reg, "sd.encode_prompt", vec![("model", model()), ("prompt", "a photo of a cat".into())]).unwrap();
+        let value = out.get("cond").unwrap();
+        let cond = value.as_object::<SdCond>().unwrap();
+        assert_close("op cond", &cond.cond, &clip["last_hidden_state"].i(0..1).unwrap());
+        assert_close("op uncond (negative \"\")", &cond.uncond, &clip["last_hidden_state"].i(1..2).unwrap());
+        let Value::Object(obj) = value else { panic!("cond is an object") };
+        let back = reg.decode_object(obj.type_tag(), &obj.to_plain().unwrap()).unwrap();
+        assert_eq!(back.value_type(), ValueType::Cond);
+        let back = back.as_object::<SdCond>().unwrap();
+        assert_eq!(back.cond.to_vec3::<f32>().unwrap(), cond.cond.to_vec3::<f32>().unwrap());
+    }
+
+    #[test]
+    fn sd_ops_vae_decode_and_encode() {
+        let reg = registry();
+        let traj = expected("trajectory_ddim.safetensors");
+        let out = run(&reg, "sd.vae_decode", vec![("model", model()), ("latent", tensor(ValueType::Latent, &traj["final_latent"]))])
+            .unwrap();
+        assert_close("op vae_decode image", out.get("image").unwrap().as_tensor().unwrap(), &traj["image"]);
+
+        let i2i = expected("img2img_ddim.safetensors");
+        let image = i2i["input_image"].affine(0.5, 0.5).unwrap();
+        let inputs = || vec![("model", model()), ("image", tensor(ValueType::Image, &image))];
+        let mut with_noise = inputs();
+        with_noise.push(("noise", tensor(ValueType::Tensor, &i2i["vae_sample_eps"])));
+        let out = run(&reg, "sd.vae_encode", with_noise).unwrap();
+        assert_close("op vae_encode (eps given)", out.get("latent").unwrap().as_tensor().unwrap(), &i2i["init_latents"]);
+        let mean = run(&reg, "sd.vae_encode", inputs()).unwrap();
+        let want_mean = (&i2i["vae_latent_mean"] * 0.18215).unwrap();
+        assert_close("op vae_encode (mean)", mean.get("latent").unwrap().as_tensor().unwrap(), &want_mean);
+        let mut seeded = inputs();
+        seeded.push(("seed", Value::Int(7)));
+        let a = run(&reg, "sd.vae_encode", seeded.clone()).unwrap();
+        let b = run(&reg, "sd.vae_encode", seeded).unwrap();
+        let (a, b) = (a.get("latent").unwrap().as_tensor().unwrap(), b.get("latent").unwrap().as_tensor().unwrap());
+        assert_eq!(a.flatten_all().unwrap().to_vec1::<f32>().unwrap(), b.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        let odd = Tensor::zeros((1, 3, 15, 16), DType::F32, &Device::Cpu).unwrap();
+        let err = run(&reg, "sd.vae_encode", vec![("model", model()), ("image", tensor(ValueType::Image, &odd))]).unwrap_err();
+        assert!(err.to_string().contains("multiples of 2"), "{err}");
+    }
+
+    #[test]
+    fn sd_ops_empty_latent_and_latent_upscale() {
+        let reg = registry();
+        let dims = |out: Outputs| out.get("latent").unwrap().as_tensor().unwrap().dims().to_vec();
+        let tiny = run(&reg, "sd.empty_latent", vec![("model", model()), ("width", Value::Int(24)), ("height", Value::Int(16))]);
+        assert_eq!(dims(tiny.unwrap()), [1, 4, 8, 12], "tiny VAE: factor 2");
+        let plain = run(&reg, "sd.empty_latent", vec![("batch", Value::Int(2))]).unwrap();
+        assert_eq!(dims(plain), [2, 4, 64, 64]);
+        assert!(run(&reg, "sd.empty_latent", vec![("width", Value::Int(500))]).is_err());
+
+        let x = Tensor::arange(0f32, 16.0, &Device::Cpu).unwrap().reshape((1, 1, 4, 4)).unwrap();
+        let near = run(&reg, "latent.upscale", vec![("latent", tensor(ValueType::Latent, &x))]).unwrap();
+        let near = near.get("latent").unwrap().as_tensor().unwrap().clone();
+        assert_eq!(near.dims(), [1, 1, 8, 8]);
+        assert_eq!(near.i((0, 0, 1, 1)).unwrap().to_scalar::<f32>().unwrap(), 0.0);
+        assert_eq!(near.i((0, 0, 7, 7)).unwrap().to_scalar::<f32>().unwrap(), 15.0);
+        let bil = run(
+            &reg,
+            "latent.upscale",
+            vec![("latent", tensor(ValueType::Latent, &x)), ("scale", Value::Float(1.5)), ("method", "bilinear".into())],
+        )
+        .unwrap();
+        assert_eq!(dims(bil), [1, 1, 6, 6]);
+        assert!(run(&reg, "latent.upscale", vec![("latent", tensor(ValueType::Latent, &x)), ("method", "cubic".into())]).is_err());
+    }
+}

@@ -34,11 +34,11 @@ impl ClipAttention {
         })
     }
 
-    fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let q = self.q_proj.forward(x)?;
         let k = self.k_proj.forward(x)?;
         let v = self.v_proj.forward(x)?;
-        Ok(self.out_proj.forward(&sdpa(&q, &k, &v, self.heads, Some(mask))?)?)
+        Ok(self.out_proj.forward(&sdpa(&q, &k, &v, self.heads, true)?)?)
     }
 }
 
@@ -66,8 +66,8 @@ impl ClipEncoderLayer {
         })
     }
 
-    fn forward(&self, x: &Tensor, mask: &Tensor) -> Result<Tensor> {
-        let h = (self.self_attn.forward(&self.layer_norm1.forward(x)?, mask)? + x)?;
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let h = (self.self_attn.forward(&self.layer_norm1.forward(x)?)? + x)?;
         let m = self.fc2.forward(&self.act.forward(&self.fc1.forward(&self.layer_norm2.forward(&h)?)?)?)?;
         Ok((m + h)?)
     }
@@ -119,9 +119,8 @@ impl ClipTextModel {
         }
         let x = self.token_embedding.forward(input_ids)?;
         let mut x = x.broadcast_add(&self.position_embedding.narrow(0, 0, len)?)?;
-        let mask = causal_mask(len, x.dtype(), x.device())?;
         for layer in &self.layers {
-            x = layer.forward(&x, &mask)?;
+            x = layer.forward(&x)?;
         }
         Ok(self.final_layer_norm.forward(&x)?)
     }
@@ -152,11 +151,4 @@ impl ClipTextModel {
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Tensor::stack(&rows, 0)?)
     }
-}
-
-/// `(L, L)` additive mask: 0 on and below the diagonal, -inf above.
-fn causal_mask(len: usize, dtype: DType, device: &Device) -> Result<Tensor> {
-    let mask: Vec<f32> =
-        (0..len).flat_map(|i| (0..len).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
-    Ok(Tensor::from_vec(mask, (len, len), device)?.to_dtype(dtype)?)
 }

@@ -1,10 +1,13 @@
 //! Stable Diffusion 1.x/2.x on candle: diffusers-directory loading, the CLIP
 //! text encoder, the conditional UNet and the KL VAE, numerically matched to
-//! diffusers / transformers, plus a generator for the `tiny:sd` model.
+//! diffusers / transformers, the ops that use them, and a generator for the
+//! `tiny:sd` model.
 
 pub mod clip;
 pub mod config;
+mod cpu;
 mod layers;
+pub mod ops;
 pub mod pipeline;
 pub mod scheduler;
 pub mod tiny;
@@ -13,4 +16,5 @@ pub mod unet;
 pub mod vae;
 
 pub use layers::Activation;
+pub use ops::{register, SdCond};
 pub use pipeline::{guided_eps, StableDiffusion, TextEncoder};

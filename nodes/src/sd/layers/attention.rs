@@ -9,24 +9,26 @@ use super::linear;
 /// Scaled dot-product attention over heads.
 ///
 /// `q: (B, Lq, H*D)` must already carry the `1/sqrt(D)` scale; `k`, `v`:
-/// `(B, Lk, H*D)`; `mask`, if given, is added to the `(B*H, Lq, Lk)` scores.
-/// The softmax runs in float32. Returns `(B, Lq, H*D)`.
-pub(crate) fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, mask: Option<&Tensor>) -> Result<Tensor> {
+/// `(B, Lk, H*D)`; `causal` masks the keys after each query position.
+/// Float32 CPU tensors take the fused kernel; otherwise candle ops run the
+/// textbook computation with the softmax in float32. Returns `(B, Lq, H*D)`.
+pub(crate) fn sdpa(q: &Tensor, k: &Tensor, v: &Tensor, heads: usize, causal: bool) -> Result<Tensor> {
+    if let Some(out) = crate::sd::cpu::attention::try_fused(q, k, v, heads, causal)? {
+        return Ok(out);
+    }
     let (b, lq, hd) = q.dims3()?;
     let lk = k.dim(1)?;
     let d = hd / heads;
     let split = |t: &Tensor, l: usize| t.reshape((b, l, heads, d))?.transpose(1, 2)?.contiguous()?.reshape((b * heads, l, d));
     let (q, k, v) = (split(q, lq)?, split(k, lk)?, split(v, lk)?);
-    let mut scores = q.matmul(&k.t()?)?;
-    if let Some(mask) = mask {
-        scores = scores.broadcast_add(mask)?;
+    let mut scores = q.matmul(&k.t()?)?.to_dtype(DType::F32)?;
+    if causal {
+        let mask: Vec<f32> =
+            (0..lq).flat_map(|i| (0..lk).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+        scores = scores.broadcast_add(&Tensor::from_vec(mask, (lq, lk), q.device())?)?;
     }
-    let probs = if scores.dtype() == DType::F32 {
-        candle_nn::ops::softmax_last_dim(&scores)?
-    } else {
-        candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(scores.dtype())?
-    };
-    probs
+    candle_nn::ops::softmax_last_dim(&scores)?
+        .to_dtype(v.dtype())?
         .matmul(&v)?
         .reshape((b, heads, lq, d))?
         .transpose(1, 2)?
@@ -82,6 +84,6 @@ impl Attention {
         let q = self.to_q.forward(x)?;
         let k = self.to_k.forward(context)?;
         let v = self.to_v.forward(context)?;
-        self.to_out.forward(&sdpa(&q, &k, &v, self.heads, None)?)
+        self.to_out.forward(&sdpa(&q, &k, &v, self.heads, false)?)
     }
 }

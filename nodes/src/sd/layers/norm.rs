@@ -4,6 +4,8 @@ use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{LayerNorm, VarBuilder};
 
 use super::Activation;
+use crate::sd::cpu::group_norm::{self, FusedGroupNorm};
+use crate::sd::cpu::simd::isa;
 
 /// `torch.nn.GroupNorm` with affine parameters, optionally followed by an
 /// activation.
@@ -13,6 +15,8 @@ pub(crate) struct GroupNorm {
     bias: Tensor,
     groups: usize,
     eps: f64,
+    /// The fused CPU kernels (plain and with SiLU) for float32 CPU weights.
+    fused: Option<[FusedGroupNorm; 2]>,
 }
 
 impl GroupNorm {
@@ -21,12 +25,27 @@ impl GroupNorm {
         if groups == 0 || channels % groups != 0 {
             candle_core::bail!("group norm: {channels} channels are not divisible into {groups} groups");
         }
-        Ok(GroupNorm { weight: vb.get(channels, "weight")?, bias: vb.get(channels, "bias")?, groups, eps })
+        let weight = vb.get(channels, "weight")?;
+        let bias = vb.get(channels, "bias")?;
+        let fused = if weight.device().is_cpu() && weight.dtype() == DType::F32 {
+            let op = |silu| -> Result<FusedGroupNorm> {
+                Ok(FusedGroupNorm { groups, eps, weight: weight.to_vec1()?, bias: bias.to_vec1()?, silu, isa: isa() })
+            };
+            Some([op(false)?, op(true)?])
+        } else {
+            None
+        };
+        Ok(GroupNorm { weight, bias, groups, eps, fused })
     }
 
     /// Normalises `x: (N, C, ...)` per sample and group, then applies the
     /// per-channel affine map and `act`.
     pub(crate) fn forward(&self, x: &Tensor, act: Option<Activation>) -> Result<Tensor> {
+        if let (Some(ops), None | Some(Activation::Silu)) = (&self.fused, act) {
+            if let Some(y) = group_norm::try_fused(x, &ops[usize::from(act.is_some())])? {
+                return Ok(y);
+            }
+        }
         let dims = x.dims();
         let (n, c) = (dims[0], dims[1]);
         let dtype = x.dtype();

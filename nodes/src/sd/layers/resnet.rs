@@ -1,9 +1,9 @@
 //! The diffusers `ResnetBlock2D` (default time-embedding mode).
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
-use super::{conv2d, linear, Activation, GroupNorm};
+use super::{conv2d, linear, Activation, Conv2d, GroupNorm};
 
 /// `norm1 -> act -> conv1 (+ time_emb_proj(temb)) -> norm2 -> act -> conv2`,
 /// plus the (1x1-projected when the width changes) input.

@@ -1,9 +1,9 @@
 //! The diffusers `Downsample2D` and `Upsample2D` (convolution variants).
 
-use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, VarBuilder};
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
 
-use super::conv2d;
+use super::{conv2d, Conv2d};
 
 /// A stride-2 3x3 convolution (`conv`); with `padding` 0 the input is first
 /// padded by one pixel on the right and bottom, as diffusers does.
@@ -44,7 +44,9 @@ impl Upsample2D {
     /// Upsamples `x: (N, C, H, W)` to `size` (twice the resolution when `None`).
     pub(crate) fn forward(&self, x: &Tensor, size: Option<(usize, usize)>) -> Result<Tensor> {
         let (_, _, h, w) = x.dims4()?;
-        let (th, tw) = size.unwrap_or((2 * h, 2 * w));
-        self.conv.forward(&x.upsample_nearest2d(th, tw)?)
+        match size {
+            Some((th, tw)) if (th, tw) != (2 * h, 2 * w) => self.conv.forward(&x.upsample_nearest2d(th, tw)?),
+            _ => self.conv.forward_upsampled(x),
+        }
     }
 }

@@ -6,14 +6,14 @@ mod embeddings;
 mod transformer;
 
 use anyhow::{bail, Result};
-use candle_core::{DType, Module, Tensor};
-use candle_nn::{Conv2d, VarBuilder};
+use candle_core::{DType, Tensor};
+use candle_nn::VarBuilder;
 
 use self::blocks::{BlockShape, DownBlock, MidBlock, UpBlock};
 use self::embeddings::{sinusoidal, TimestepEmbedding};
 use self::transformer::TransformerConfig;
 use super::config::UNetConfig;
-use super::layers::{conv2d, Activation, GroupNorm, ResnetConfig};
+use super::layers::{conv2d, Activation, Conv2d, GroupNorm, ResnetConfig};
 
 /// The conditional UNet.
 #[derive(Clone, Debug)]

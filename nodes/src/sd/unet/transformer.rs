@@ -27,6 +27,9 @@ impl FeedForward {
 
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.proj.forward(x)?;
+        if let Some(y) = crate::sd::cpu::geglu::try_fused(&h)? {
+            return self.out.forward(&y);
+        }
         let a = h.narrow(candle_core::D::Minus1, 0, self.inner)?;
         let gate = h.narrow(candle_core::D::Minus1, self.inner, self.inner)?.gelu_erf()?;
         self.out.forward(&(a * gate)?)

@@ -1,12 +1,12 @@
 //! The VAE decoder: latent `(N, latent_channels, h, w)` (unscaled) to the
 //! image `(N, 3, h * f, w * f)` in about [-1, 1].
 
-use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, VarBuilder};
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
 
 use super::mid::VaeMidBlock;
 use crate::sd::config::VaeConfig;
-use crate::sd::layers::{conv2d, Activation, GroupNorm, ResnetBlock2D, ResnetConfig, Upsample2D};
+use crate::sd::layers::{conv2d, Activation, Conv2d, GroupNorm, ResnetBlock2D, ResnetConfig, Upsample2D};
 
 /// One `UpDecoderBlock2D`.
 #[derive(Clone, Debug)]

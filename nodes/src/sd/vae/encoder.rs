@@ -1,12 +1,12 @@
 //! The VAE encoder: image `(N, 3, H, W)` in [-1, 1] to the moments
 //! `(N, 2 * latent_channels, H / f, W / f)`.
 
-use candle_core::{Module, Result, Tensor};
-use candle_nn::{Conv2d, VarBuilder};
+use candle_core::{Result, Tensor};
+use candle_nn::VarBuilder;
 
 use super::mid::VaeMidBlock;
 use crate::sd::config::VaeConfig;
-use crate::sd::layers::{conv2d, Activation, Downsample2D, GroupNorm, ResnetBlock2D, ResnetConfig};
+use crate::sd::layers::{conv2d, Activation, Conv2d, Downsample2D, GroupNorm, ResnetBlock2D, ResnetConfig};
 
 /// One `DownEncoderBlock2D`.
 #[derive(Clone, Debug)]

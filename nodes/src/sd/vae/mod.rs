@@ -11,13 +11,13 @@ mod encoder;
 mod mid;
 
 use anyhow::Result;
-use candle_core::{DType, Module, Tensor};
-use candle_nn::{Conv2d, VarBuilder};
+use candle_core::{DType, Tensor};
+use candle_nn::VarBuilder;
 
 use self::decoder::Decoder;
 use self::encoder::Encoder;
 use super::config::VaeConfig;
-use super::layers::{conv2d, Activation, ResnetConfig};
+use super::layers::{conv2d, Activation, Conv2d, ResnetConfig};
 
 /// The diagonal Gaussian the encoder predicts, over the raw latent `z`.
 #[derive(Clone, Debug)]

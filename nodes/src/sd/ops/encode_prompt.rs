@@ -1,0 +1,45 @@
+//! `sd.encode_prompt`: prompt and negative prompt to conditioning.
+
+use anyhow::Result;
+use flow_engine::{Cost, Inputs, Op, OpContext, OpSpec, Outputs, PortSpec, ValueType};
+
+use super::{model_input, text_encoder, SdCond};
+
+pub(super) struct EncodePrompt {
+    spec: OpSpec,
+}
+
+impl EncodePrompt {
+    pub(super) fn new() -> Self {
+        EncodePrompt {
+            spec: OpSpec {
+                name: "sd.encode_prompt".into(),
+                version: 1,
+                doc: "Encodes a prompt and a negative prompt with the model's CLIP text encoder (final \
+                      hidden state, padded to 77 tokens as diffusers does) for classifier-free guidance."
+                    .into(),
+                inputs: vec![
+                    PortSpec::new("model", ValueType::Model, "a Stable Diffusion 1.x/2.x model (diffusers layout)"),
+                    PortSpec::new("prompt", ValueType::Text, "what the image should show"),
+                    PortSpec::with_default("negative", ValueType::Text, "", "what to steer away from; empty is encoded too"),
+                ],
+                outputs: vec![PortSpec::new("cond", ValueType::Cond, "the prompt and negative-prompt embeddings")],
+                output: false,
+                cost: Cost::Heavy,
+            },
+        }
+    }
+}
+
+impl Op for EncodePrompt {
+    fn spec(&self) -> &OpSpec {
+        &self.spec
+    }
+
+    fn run(&self, inputs: &Inputs, ctx: &OpContext) -> Result<Outputs> {
+        let te = text_encoder(ctx, model_input(inputs, "model")?)?;
+        let cond = te.encode(inputs.text("prompt")?)?;
+        let uncond = te.encode(inputs.opt_text("negative")?.unwrap_or(""))?;
+        Ok(Outputs::single("cond", SdCond { cond, uncond }.into_value()))
+    }
+}

@@ -1,0 +1,82 @@
+//! The Stable Diffusion ops (`sd.encode_prompt`, `sd.vae_decode`,
+//! `sd.vae_encode`, `sd.empty_latent`, `latent.upscale`), the conditioning
+//! object they pass to `sd.sample`, and the loaders that keep the model
+//! components resident in the engine's model pool.
+//!
+//! Components are loaded separately (a VAE decode never loads the UNet), in
+//! float32 on the node's device, keyed by the model's fingerprint.
+
+mod cond;
+mod encode_prompt;
+mod latent;
+mod vae;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{anyhow, Result};
+use candle_core::DType;
+use flow_engine::models::ResolvedModel;
+use flow_engine::{Inputs, OpContext, Registry};
+
+pub use cond::SdCond;
+
+use super::pipeline::{load_unet, load_vae, weight_files, TextEncoder};
+use super::unet::UNet2DConditionModel;
+use super::vae::AutoencoderKl;
+
+/// Registers the ops and the decoder of cached [`SdCond`] values.
+pub fn register(reg: &mut Registry) {
+    reg.register(encode_prompt::EncodePrompt::new());
+    reg.register(vae::VaeDecode::new());
+    reg.register(vae::VaeEncode::new());
+    reg.register(latent::EmptyLatent::new());
+    reg.register(latent::LatentUpscale::new());
+    reg.register_decoder(cond::TYPE_TAG, cond::decode);
+}
+
+/// The resolved model of a `model` input.
+pub fn model_input<'a>(inputs: &'a Inputs, port: &str) -> Result<&'a ResolvedModel> {
+    let v = inputs.value(port)?;
+    v.as_object::<ResolvedModel>().ok_or_else(|| anyhow!("input `{port}` should be a model, got {}", v.value_type()))
+}
+
+/// Bytes the weights of a component folder take once loaded in float32.
+fn f32_bytes(dir: &Path, stem: &str) -> u64 {
+    weight_files(dir, stem)
+        .map(|files| {
+            files
+                .iter()
+                .map(|f| {
+                    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+                    let half = f.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains(".fp16."));
+                    if half { 2 * len } else { len }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// The tokenizer and text encoder of an SD model, from the pool.
+pub fn text_encoder(ctx: &OpContext, model: &ResolvedModel) -> Result<Arc<TextEncoder>> {
+    let dir = model.dir();
+    let key = model.pool_key(ctx.device(), "sd-text-encoder-f32");
+    let bytes = f32_bytes(&dir.join("text_encoder"), "model");
+    ctx.models().get_or_load(&key, bytes, || TextEncoder::load(dir, ctx.device(), DType::F32))
+}
+
+/// The UNet of an SD model, from the pool.
+pub fn unet(ctx: &OpContext, model: &ResolvedModel) -> Result<Arc<UNet2DConditionModel>> {
+    let dir = model.dir();
+    let key = model.pool_key(ctx.device(), "sd-unet-f32");
+    let bytes = f32_bytes(&dir.join("unet"), "diffusion_pytorch_model");
+    ctx.models().get_or_load(&key, bytes, || load_unet(dir, ctx.device(), DType::F32))
+}
+
+/// The VAE of an SD model, from the pool.
+pub fn vae(ctx: &OpContext, model: &ResolvedModel) -> Result<Arc<AutoencoderKl>> {
+    let dir = model.dir();
+    let key = model.pool_key(ctx.device(), "sd-vae-f32");
+    let bytes = f32_bytes(&dir.join("vae"), "diffusion_pytorch_model");
+    ctx.models().get_or_load(&key, bytes, || load_vae(dir, ctx.device(), DType::F32))
+}

@@ -1,0 +1,114 @@
+//! `sd.vae_decode` and `sd.vae_encode`: latents to images and back, with
+//! the VAE scaling factor applied as the diffusers pipelines do.
+
+use anyhow::{bail, Result};
+use candle_core::Tensor;
+use flow_engine::{Cost, Inputs, Op, OpContext, OpSpec, Outputs, PortSpec, Value, ValueType};
+
+use super::{model_input, vae};
+use crate::tensor::rng::SplitMix64;
+
+pub(super) struct VaeDecode {
+    spec: OpSpec,
+}
+
+impl VaeDecode {
+    pub(super) fn new() -> Self {
+        VaeDecode {
+            spec: OpSpec {
+                name: "sd.vae_decode".into(),
+                version: 1,
+                doc: "Decodes latents into images: `clamp(vae.decode(latent / scaling_factor) / 2 + 0.5, 0, 1)`. \
+                      The image is `vae_scale_factor` (8 for real SD models) times the latent size."
+                    .into(),
+                inputs: vec![
+                    PortSpec::new("model", ValueType::Model, "a Stable Diffusion 1.x/2.x model (diffusers layout)"),
+                    PortSpec::new("latent", ValueType::Latent, "latents [N, 4, h, w] as the UNet sees them (scaled)"),
+                ],
+                outputs: vec![PortSpec::new("image", ValueType::Image, "images [N, 3, H, W] in [0, 1]")],
+                output: false,
+                cost: Cost::Heavy,
+            },
+        }
+    }
+}
+
+impl Op for VaeDecode {
+    fn spec(&self) -> &OpSpec {
+        &self.spec
+    }
+
+    fn run(&self, inputs: &Inputs, ctx: &OpContext) -> Result<Outputs> {
+        let vae = vae(ctx, model_input(inputs, "model")?)?;
+        let latent = inputs.tensor("latent")?.to_device(ctx.device())?;
+        let channels = vae.config().latent_channels;
+        if latent.rank() != 4 || latent.dim(1)? != channels {
+            bail!("input `latent` should be [N, {channels}, h, w], got {:?}", latent.dims());
+        }
+        let image = vae.latent_to_image(&latent)?;
+        Ok(Outputs::single("image", Value::tensor(ValueType::Image, image)))
+    }
+}
+
+pub(super) struct VaeEncode {
+    spec: OpSpec,
+}
+
+impl VaeEncode {
+    pub(super) fn new() -> Self {
+        VaeEncode {
+            spec: OpSpec {
+                name: "sd.vae_encode".into(),
+                version: 1,
+                doc: "Encodes images into latents scaled for the UNet (`scaling_factor * z`). Without `noise` or \
+                      `seed` the latent is the mean of the encoder's distribution; with them it is a sample \
+                      `mean + std * eps` as diffusers' img2img draws it (`noise` is that eps; `seed` draws it \
+                      like `tensor.random`). Height and width must be multiples of the VAE scale factor."
+                    .into(),
+                inputs: vec![
+                    PortSpec::new("model", ValueType::Model, "a Stable Diffusion 1.x/2.x model (diffusers layout)"),
+                    PortSpec::new("image", ValueType::Image, "images [N, 3, H, W] in [0, 1]"),
+                    PortSpec::optional("noise", ValueType::Tensor, "standard normal eps [N, 4, h, w] to sample with"),
+                    PortSpec::optional("seed", ValueType::Int, "draw eps from this seed (ignored when `noise` is given)"),
+                ],
+                outputs: vec![PortSpec::new("latent", ValueType::Latent, "latents [N, 4, H/f, W/f]")],
+                output: false,
+                cost: Cost::Heavy,
+            },
+        }
+    }
+}
+
+impl Op for VaeEncode {
+    fn spec(&self) -> &OpSpec {
+        &self.spec
+    }
+
+    fn run(&self, inputs: &Inputs, ctx: &OpContext) -> Result<Outputs> {
+        let vae = vae(ctx, model_input(inputs, "model")?)?;
+        let image = inputs.tensor("image")?.to_device(ctx.device())?;
+        let f = vae.scale_factor();
+        let (in_ch, dims) = (vae.config().in_channels, image.dims().to_vec());
+        if dims.len() != 4 || dims[1] != in_ch || dims[2] % f != 0 || dims[3] % f != 0 {
+            bail!(
+                "input `image` should be [N, {in_ch}, H, W] with H and W multiples of {f} (resize it first), got {dims:?}"
+            );
+        }
+        let dist = vae.image_to_latent(&image)?;
+        let latent = match (inputs.opt_tensor("noise")?, inputs.opt_int("seed")?) {
+            (Some(eps), _) => {
+                if eps.dims() != dist.mean.dims() {
+                    bail!("input `noise` should be {:?}, got {:?}", dist.mean.dims(), eps.dims());
+                }
+                dist.sample(&eps.to_device(ctx.device())?)?
+            }
+            (None, Some(seed)) => {
+                let mut eps = vec![0f32; dist.mean.elem_count()];
+                SplitMix64::new(seed as u64).fill_normal(&mut eps);
+                dist.sample(&Tensor::from_vec(eps, dist.mean.dims(), ctx.device())?)?
+            }
+            (None, None) => dist.mean,
+        };
+        Ok(Outputs::single("latent", Value::tensor(ValueType::Latent, latent)))
+    }
+}
