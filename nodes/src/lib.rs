@@ -7,8 +7,11 @@ use flow_engine::Registry;
 pub mod core;
 pub(crate) mod fsutil;
 pub mod image;
+pub mod llm;
+pub mod rag;
 pub mod sd;
 pub mod tensor;
+pub mod upscale;
 
 /// A registry holding every built-in op.
 pub fn registry() -> Registry {
@@ -22,6 +25,10 @@ pub fn register_all(reg: &mut Registry) {
     core::register(reg);
     tensor::register(reg);
     image::register(reg);
+    sd::register(reg);
+    upscale::register(reg);
+    rag::register(reg);
+    llm::register(reg);
 }
 
 /// Registers the generators of the `tiny:KIND` test models with a model store.

@@ -304,3 +304,24 @@ mod ops {
         assert!(run(&reg, "latent.upscale", vec![("latent", tensor(ValueType::Latent, &x)), ("method", "cubic".into())]).is_err());
     }
 }
+
+/// Float64 weights skip the fused float32 CPU kernels, so this runs the
+/// candle-op paths that other devices and dtypes (CUDA, f16) take.
+#[test]
+fn sd_candle_op_paths_in_f64() {
+    let dev = Device::Cpu;
+    let clip = expected("clip.safetensors");
+    let te = TextEncoder::load(&pipeline_dir(), &dev, DType::F64).unwrap();
+    let ids = te.token_ids("a photo of a cat").unwrap();
+    let hidden = te.model.forward(&ids).unwrap();
+    assert_close("f64 clip last_hidden_state", &hidden, &clip["last_hidden_state"].i(0..1).unwrap());
+    let want = expected("unet_step.safetensors");
+    let unet = load_unet(&pipeline_dir(), &dev, DType::F64).unwrap();
+    let t = want["timestep"].to_vec1::<f32>().unwrap()[0] as f64;
+    let got = unet.forward(&want["sample"], t, &want["encoder_hidden_states"]).unwrap();
+    assert_close("f64 unet noise_pred", &got, &want["noise_pred"]);
+    let want = expected("vae.safetensors");
+    let vae = load_vae(&pipeline_dir(), &dev, DType::F64).unwrap();
+    assert_close("f64 vae decoded", &vae.decode(&want["latent"]).unwrap(), &want["decoded"]);
+    assert_close("f64 vae latent_mean", &vae.encode(&want["image"]).unwrap().mean, &want["latent_mean"]);
+}

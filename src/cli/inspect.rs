@@ -135,7 +135,7 @@ pub fn ops(name: Option<&str>) -> u8 {
                 let spec = op.spec();
                 let inputs = spec.inputs.iter().map(|p| p.name).collect::<Vec<_>>().join(", ");
                 let outputs = spec.outputs.iter().map(|p| p.name).collect::<Vec<_>>().join(", ");
-                let doc = spec.doc.lines().next().unwrap_or_default().to_string();
+                let doc = first_sentence(&spec.doc);
                 table.row(vec![spec.name.clone(), inputs, outputs, doc]);
             }
             print!("{}", table.render());
@@ -179,4 +179,13 @@ fn describe(spec: &OpSpec) -> String {
     }
     s.push_str(&t.render());
     s
+}
+
+/// The first sentence of a doc text, for one-line listings.
+fn first_sentence(doc: &str) -> String {
+    let flat = doc.split_whitespace().collect::<Vec<_>>().join(" ");
+    match flat.find(". ") {
+        Some(end) => flat[..=end].to_string(),
+        None => flat,
+    }
 }

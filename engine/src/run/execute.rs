@@ -68,6 +68,7 @@ struct Scheduler<'a> {
     values: Vec<Option<Outputs>>,
     reports: Vec<Option<NodeReport>>,
     ready: VecDeque<usize>,
+    is_target: Vec<bool>,
     interrupted: bool,
 }
 
@@ -85,8 +86,12 @@ pub async fn execute(graph: Arc<Graph>, plan: Plan, exec: &Execution) -> RunRepo
         values: vec![None; n],
         reports: vec![None; n],
         ready: VecDeque::new(),
+        is_target: vec![false; n],
         interrupted: false,
     };
+    for &t in &plan.targets {
+        s.is_target[t] = true;
+    }
     s.init();
     let (tx, mut rx) = mpsc::unbounded_channel::<Completion>();
     let mut in_flight = 0usize;
@@ -254,7 +259,7 @@ impl Scheduler<'_> {
                         }
                     }
                 }
-                if self.uses_left[i] == 0 && !self.plan.targets.contains(&i) {
+                if self.uses_left[i] == 0 && !self.is_target[i] {
                     self.values[i] = None;
                 }
             }
@@ -276,7 +281,7 @@ impl Scheduler<'_> {
         for &d in &node.deps {
             if self.uses_left[d] > 0 {
                 self.uses_left[d] -= 1;
-                if self.uses_left[d] == 0 && !self.plan.targets.contains(&d) {
+                if self.uses_left[d] == 0 && !self.is_target[d] {
                     self.values[d] = None;
                 }
             }

@@ -175,6 +175,7 @@ fn map_entries<'a>(value: &'a Node, what: &str, diags: &mut Diagnostics) -> &'a 
 /// Entries of a map whose keys are identifiers; bad or duplicate keys are reported.
 fn named_entries(value: &Node, what: &str, diags: &mut Diagnostics) -> Vec<(Named, Node)> {
     let mut out: Vec<(Named, Node)> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     for (key, v) in map_entries(value, what, diags) {
         let Some(k) = scalar_key(key, diags) else { continue };
         if !is_identifier(k) {
@@ -184,7 +185,7 @@ fn named_entries(value: &Node, what: &str, diags: &mut Diagnostics) -> Vec<(Name
             );
             continue;
         }
-        if out.iter().any(|(n, _)| n.name == k) {
+        if !seen.insert(k) {
             diags.push(Diagnostic::at(key.loc, key.len, format!("duplicate key `{k}` in `{what}`")));
             continue;
         }

@@ -3,10 +3,10 @@
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
-use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder};
+use candle_nn::{Embedding, Linear, VarBuilder};
 
 use super::config::ClipTextConfig;
-use super::layers::{layer_norm, linear, sdpa, Activation};
+use super::layers::{layer_norm, linear, sdpa, Activation, LayerNorm};
 
 /// The causal self-attention of one encoder layer.
 #[derive(Clone, Debug)]

@@ -141,7 +141,8 @@ impl StableDiffusion {
 /// `cond` and `uncond` are prompt embeddings `(1, L, D)` (or `(N, L, D)`).
 /// With `cfg > 1` the UNet runs once on the batch `[uncond x N, cond x N]`
 /// and the result is `uncond + cfg * (cond - uncond)`, as diffusers does;
-/// otherwise it runs on `cond` alone. The result is float32.
+/// otherwise it runs on `cond` alone. The embeddings are moved to the
+/// latents' device. The result is float32.
 pub fn guided_eps(
     unet: &UNet2DConditionModel,
     latents: &Tensor,
@@ -152,7 +153,8 @@ pub fn guided_eps(
 ) -> Result<Tensor> {
     let n = latents.dim(0)?;
     let expand = |t: &Tensor| -> Result<Tensor> {
-        Ok(if t.dim(0)? == n { t.clone() } else { t.repeat((n, 1, 1))? })
+        let t = t.to_device(latents.device())?;
+        Ok(if t.dim(0)? == n { t } else { t.repeat((n, 1, 1))? })
     };
     if cfg <= 1.0 {
         return Ok(unet.forward(latents, timestep, &expand(cond)?)?.to_dtype(DType::F32)?);

@@ -2,16 +2,20 @@
 //!
 //! candle's CPU `conv2d` (tiled im2col) spends about as long building its
 //! patch matrix (scalar loops, NCHW -> NHWC copies, strided writes) as in the
-//! matrix product itself. Here the patch matrix of a band of output rows is
-//! assembled from `k*k` shifted views of the padded input with row copies,
-//! laid out `[(ky, kx, c_in), pixels]` so that one matrix product per band
-//! writes NCHW output directly. For Real-ESRGAN's 64-channel 3x3 layers this
-//! halves the time per convolution, and the sums are taken in the same order
-//! as candle's, so the results are bit-identical. Other devices and strided
+//! matrix product itself. Here the output is computed in bands of rows: the
+//! padded input rows of a band are cut out, the patch matrix is assembled from
+//! `k*k` shifted views of them with row copies, laid out
+//! `[(ky, kx, c_in), pixels]` so that one matrix product writes NCHW output
+//! directly, and bias and activation are applied while the band is in cache.
+//! Only the output is allocated at full size. For Real-ESRGAN's 64-channel
+//! 3x3 layers a convolution takes about half the time of candle's, with the
+//! sums taken in the same order (same values). Other devices and strided
 //! convolutions use candle's `conv2d`.
 
 use anyhow::{ensure, Result};
 use candle_core::{Device, Tensor};
+
+use super::prelu::Prelu;
 
 /// Output pixels per band (at least; whole rows): small enough that the patch
 /// matrix of a band (`9 * 64` rows x 512 pixels, 1.2 MB) stays in the L2
@@ -45,12 +49,30 @@ impl Conv {
     ) -> Result<Conv> {
         let (c_out, c_in, kh, kw) = weight.dims4()?;
         ensure!(kh == kw, "only square kernels are supported, got {kh}x{kw}");
-        ensure!(stride >= 1 && dilation >= 1, "stride and dilation must be at least 1");
+        ensure!(
+            stride >= 1 && dilation >= 1,
+            "stride and dilation must be at least 1"
+        );
         if let Some(b) = &bias {
-            ensure!(b.dims() == [c_out], "bias has shape {:?}, expected [{c_out}]", b.dims());
+            ensure!(
+                b.dims() == [c_out],
+                "bias has shape {:?}, expected [{c_out}]",
+                b.dims()
+            );
         }
-        let matrix = weight.permute((0, 2, 3, 1))?.reshape((c_out, kh * kw * c_in))?.contiguous()?;
-        Ok(Conv { weight, matrix, bias, kernel: kh, padding, stride, dilation })
+        let matrix = weight
+            .permute((0, 2, 3, 1))?
+            .reshape((c_out, kh * kw * c_in))?
+            .contiguous()?;
+        Ok(Conv {
+            weight,
+            matrix,
+            bias,
+            kernel: kh,
+            padding,
+            stride,
+            dilation,
+        })
     }
 
     /// The kernel, `[c_out, c_in, k, k]`.
@@ -73,43 +95,76 @@ impl Conv {
         self.stride
     }
 
-    /// Applies the convolution to `xs`, `[N, C, H, W]`.
-    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        let out = if matches!(xs.device(), Device::Cpu) && self.stride == 1 {
-            self.forward_cpu(xs)?
-        } else {
-            xs.conv2d(&self.weight, self.padding, self.stride, self.dilation, 1)?
-        };
+    /// Applies the convolution to `xs`, `[N, C, H, W]`, then `act` if given.
+    pub fn forward(&self, xs: &Tensor, act: Option<&Prelu>) -> Result<Tensor> {
+        if matches!(xs.device(), Device::Cpu) && self.stride == 1 {
+            return self.forward_cpu(xs, act);
+        }
+        let out = xs.conv2d(&self.weight, self.padding, self.stride, self.dilation, 1)?;
+        let out = self.add_bias(out)?;
+        match act {
+            Some(act) => act.forward(&out),
+            None => Ok(out),
+        }
+    }
+
+    fn add_bias(&self, out: Tensor) -> Result<Tensor> {
         Ok(match &self.bias {
             Some(b) => out.broadcast_add(&b.reshape((1, b.dim(0)?, 1, 1))?)?,
             None => out,
         })
     }
 
-    fn forward_cpu(&self, xs: &Tensor) -> Result<Tensor> {
+    /// Band by band: only the output is allocated at full size; padding, the
+    /// patch matrix, bias and activation work on cache-sized pieces.
+    fn forward_cpu(&self, xs: &Tensor, act: Option<&Prelu>) -> Result<Tensor> {
         let (n, c, h, w) = xs.dims4()?;
         let (c_out, c_in, _, _) = self.weight.dims4()?;
-        ensure!(c == c_in, "convolution expects {c_in} input channels, got {c}");
-        let span = self.dilation * (self.kernel - 1);
-        let (oh, ow) = ((h + 2 * self.padding).saturating_sub(span), (w + 2 * self.padding).saturating_sub(span));
+        ensure!(
+            c == c_in,
+            "convolution expects {c_in} input channels, got {c}"
+        );
+        let (pad, span) = (self.padding, self.dilation * (self.kernel - 1));
+        let (oh, ow) = (
+            (h + 2 * pad).saturating_sub(span),
+            (w + 2 * pad).saturating_sub(span),
+        );
         ensure!(oh > 0 && ow > 0, "input {h}x{w} is smaller than the kernel");
-        let padded = xs.pad_with_zeros(2, self.padding, self.padding)?.pad_with_zeros(3, self.padding, self.padding)?;
         let band_rows = BAND_PIXELS.div_ceil(ow);
         let mut images = Vec::with_capacity(n);
         for i in 0..n {
-            let image = padded.narrow(0, i, 1)?;
+            let image = xs.narrow(0, i, 1)?;
             let mut bands = Vec::with_capacity(oh.div_ceil(band_rows));
             for y0 in (0..oh).step_by(band_rows) {
                 let rows = band_rows.min(oh - y0);
+                // Input rows y0 - pad .. y0 - pad + rows + span, zeros outside the image.
+                let start = y0 as isize - pad as isize;
+                let end = start + (rows + span) as isize;
+                let (top, bottom) = (start.clamp(0, h as isize), end.clamp(0, h as isize));
+                // Contiguous first: candle concatenates strided views element by element.
+                let input = image
+                    .narrow(2, top as usize, (bottom - top) as usize)?
+                    .contiguous()?
+                    .pad_with_zeros(2, (top - start) as usize, (end - bottom) as usize)?
+                    .pad_with_zeros(3, pad, pad)?;
                 let mut shifted = Vec::with_capacity(self.kernel * self.kernel);
                 for ky in 0..self.kernel {
-                    let band = image.narrow(2, y0 + ky * self.dilation, rows)?;
+                    let band = input.narrow(2, ky * self.dilation, rows)?;
                     for kx in 0..self.kernel {
                         shifted.push(band.narrow(3, kx * self.dilation, ow)?);
                     }
                 }
-                let patches = Tensor::cat(&shifted, 1)?.reshape((self.matrix.dim(1)?, rows * ow))?;
-                bands.push(self.matrix.matmul(&patches)?.reshape((1, c_out, rows, ow))?);
+                let patches =
+                    Tensor::cat(&shifted, 1)?.reshape((self.matrix.dim(1)?, rows * ow))?;
+                let out = self
+                    .matrix
+                    .matmul(&patches)?
+                    .reshape((1, c_out, rows, ow))?;
+                let out = self.add_bias(out)?;
+                bands.push(match act {
+                    Some(act) => act.forward(&out)?,
+                    None => out,
+                });
             }
             images.push(Tensor::cat(&bands, 2)?);
         }
@@ -122,21 +177,35 @@ mod tests {
     use super::*;
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap()
     }
 
     #[test]
     fn matches_candle_conv2d() {
         let dev = Device::Cpu;
         let x = Tensor::randn(0f32, 1.0, (2, 5, 37, 45), &dev).unwrap();
-        for (k, padding, dilation) in [(3, 1, 1), (1, 0, 1), (3, 0, 2), (5, 2, 1)] {
+        for (k, padding, dilation) in [(3, 1, 1), (1, 0, 1), (3, 0, 2), (5, 2, 1), (1, 2, 1)] {
             let w = Tensor::randn(0f32, 1.0, (7, 5, k, k), &dev).unwrap();
             let b = Tensor::randn(0f32, 1.0, 7, &dev).unwrap();
             let conv = Conv::new(w.clone(), Some(b.clone()), padding, 1, dilation).unwrap();
-            let want = x.conv2d(&w, padding, 1, dilation, 1).unwrap().broadcast_add(&b.reshape((1, 7, 1, 1)).unwrap()).unwrap();
-            let got = conv.forward(&x).unwrap();
+            let want = x
+                .conv2d(&w, padding, 1, dilation, 1)
+                .unwrap()
+                .broadcast_add(&b.reshape((1, 7, 1, 1)).unwrap())
+                .unwrap();
+            let got = conv.forward(&x, None).unwrap();
             assert_eq!(got.dims(), want.dims());
-            assert!(max_diff(&got, &want) < 1e-4, "k {k} pad {padding} dil {dilation}");
+            assert!(
+                max_diff(&got, &want) < 1e-4,
+                "k {k} pad {padding} dil {dilation}"
+            );
             assert_eq!(conv.bias().unwrap().dims(), [7]);
         }
     }
@@ -147,7 +216,7 @@ mod tests {
         let x = Tensor::randn(0f32, 1.0, (1, 2, 9, 9), &dev).unwrap();
         let w = Tensor::randn(0f32, 1.0, (3, 2, 3, 3), &dev).unwrap();
         let conv = Conv::new(w.clone(), None, 1, 2, 1).unwrap();
-        let got = conv.forward(&x).unwrap();
+        let got = conv.forward(&x, None).unwrap();
         assert_eq!(got.dims(), [1, 3, 5, 5]);
         assert_eq!(max_diff(&got, &x.conv2d(&w, 1, 2, 1, 1).unwrap()), 0.0);
     }

@@ -25,7 +25,9 @@ impl Activation {
     fn from_params(params: &ParamDict, device: &Device) -> Result<Option<Activation>> {
         let args = params.floats(10)?;
         let arg = |i: usize| {
-            args.get(i).copied().with_context(|| format!("activation parameter {i} is missing"))
+            args.get(i)
+                .copied()
+                .with_context(|| format!("activation parameter {i} is missing"))
         };
         Ok(match params.int(9, 0)? {
             0 => None,
@@ -63,11 +65,17 @@ enum LayerOp {
     Input,
     /// Copies its input to every output.
     Split,
-    Conv { conv: Conv, act: Option<Activation> },
+    Conv {
+        conv: Conv,
+        act: Option<Activation>,
+    },
     PRelu(Prelu),
     PixelShuffle(usize),
     /// Nearest-neighbour upsampling by integer factors.
-    UpsampleNearest { fy: usize, fx: usize },
+    UpsampleNearest {
+        fy: usize,
+        fx: usize,
+    },
     Binary(Binary),
     /// `Eltwise` sum with per-input coefficients (`0.2 * a + 1.0 * b`).
     WeightedSum(Vec<f64>),
@@ -93,6 +101,9 @@ pub struct NcnnNet {
     layers: Vec<Layer>,
     /// For each blob, the index of the last layer that reads it.
     last_use: Vec<Option<usize>>,
+    /// For each layer, true if it is a PReLU that the convolution before it
+    /// applies band by band (it alone reads that convolution's output).
+    fused: Vec<bool>,
     blob_count: usize,
     input: usize,
     output: usize,
@@ -123,7 +134,10 @@ impl NcnnNet {
                 .iter()
                 .map(|b| {
                     blobs.get(b).copied().with_context(|| {
-                        format!("layer `{}` reads blob `{b}` that no earlier layer writes", decl.name)
+                        format!(
+                            "layer `{}` reads blob `{b}` that no earlier layer writes",
+                            decl.name
+                        )
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
@@ -137,7 +151,12 @@ impl NcnnNet {
                 }
                 outputs.push(id);
             }
-            layers.push(Layer { name: decl.name.clone(), op, inputs, outputs });
+            layers.push(Layer {
+                name: decl.name.clone(),
+                op,
+                inputs,
+                outputs,
+            });
         }
         reader.finish()?;
         NcnnNet::from_layers(layers, blobs.len())
@@ -150,20 +169,48 @@ impl NcnnNet {
             .flat_map(|l| l.outputs.iter().copied())
             .collect();
         let [input] = inputs[..] else {
-            bail!("the network should have one input blob, found {}", inputs.len());
+            bail!(
+                "the network should have one input blob, found {}",
+                inputs.len()
+            );
         };
         let mut last_use = vec![None; blob_count];
+        let mut readers = vec![0usize; blob_count];
         for (i, layer) in layers.iter().enumerate() {
             for &b in &layer.inputs {
                 last_use[b] = Some(i);
+                readers[b] += 1;
             }
         }
+        let fused = (0..layers.len())
+            .map(|i| {
+                let (Some(prev), layer) = (i.checked_sub(1).map(|p| &layers[p]), &layers[i]) else {
+                    return false;
+                };
+                matches!(prev.op, LayerOp::Conv { act: None, .. })
+                    && matches!(layer.op, LayerOp::PRelu(_))
+                    && prev.outputs.len() == 1
+                    && layer.inputs == prev.outputs
+                    && readers[prev.outputs[0]] == 1
+            })
+            .collect();
         let outputs: Vec<usize> = (0..blob_count).filter(|&b| last_use[b].is_none()).collect();
         let [output] = outputs[..] else {
-            bail!("the network should have one output blob, found {}", outputs.len());
+            bail!(
+                "the network should have one output blob, found {}",
+                outputs.len()
+            );
         };
-        let mut net =
-            NcnnNet { layers, last_use, blob_count, input, output, receptive_radius: 0, scale: 1 };
+        let mut net = NcnnNet {
+            layers,
+            last_use,
+            fused,
+            blob_count,
+            input,
+            output,
+            receptive_radius: 0,
+            scale: 1,
+        };
         let (radius, scale) = net.geometry()?;
         ensure!(
             scale >= 1.0 && scale.fract() == 0.0,
@@ -219,9 +266,10 @@ impl NcnnNet {
                 .reduce(|a, b| (a.0.max(b.0), a.1))
                 .unwrap_or((0.0, 1.0));
             let out = match &layer.op {
-                LayerOp::Conv { conv, .. } => {
-                    (radius + conv.reach() as f64 / scale, scale / conv.stride() as f64)
-                }
+                LayerOp::Conv { conv, .. } => (
+                    radius + conv.reach() as f64 / scale,
+                    scale / conv.stride() as f64,
+                ),
                 LayerOp::PixelShuffle(r) => (radius, scale * *r as f64),
                 LayerOp::UpsampleNearest { fy, fx } => (radius, scale * (*fy).min(*fx) as f64),
                 _ => (radius, scale),
@@ -233,18 +281,18 @@ impl NcnnNet {
         Ok(blob[self.output])
     }
 
-    fn run_layer(layer: &Layer, xs: &[&Tensor]) -> Result<Tensor> {
+    /// Runs `layer` on `xs`; a convolution applies `then` (a PReLU fused
+    /// into it) to its output.
+    fn run_layer(layer: &Layer, xs: &[&Tensor], then: Option<&Prelu>) -> Result<Tensor> {
         let first = || xs.first().copied().context("layer has no input");
         Ok(match &layer.op {
             LayerOp::Input => bail!("the input layer is not run"),
             LayerOp::Split => first()?.clone(),
-            LayerOp::Conv { conv, act } => {
-                let y = conv.forward(first()?)?;
-                match act {
-                    Some(act) => act.apply(&y)?,
-                    None => y,
-                }
-            }
+            LayerOp::Conv { conv, act } => match act {
+                Some(Activation::LeakyRelu(prelu)) => conv.forward(first()?, Some(prelu))?,
+                Some(act) => act.apply(&conv.forward(first()?, None)?)?,
+                None => conv.forward(first()?, then)?,
+            },
             LayerOp::PRelu(prelu) => prelu.forward(first()?)?,
             LayerOp::PixelShuffle(r) => candle_nn::ops::pixel_shuffle(first()?, *r)?,
             LayerOp::UpsampleNearest { fy, fx } => {
@@ -253,7 +301,9 @@ impl NcnnNet {
                 x.upsample_nearest2d(h * fy, w * fx)?
             }
             LayerOp::Binary(op) => {
-                let [a, b] = xs else { bail!("BinaryOp needs two inputs, got {}", xs.len()) };
+                let [a, b] = xs else {
+                    bail!("BinaryOp needs two inputs, got {}", xs.len())
+                };
                 match op {
                     Binary::Add => a.broadcast_add(b)?,
                     Binary::Sub => a.broadcast_sub(b)?,
@@ -265,7 +315,11 @@ impl NcnnNet {
                 let mut acc: Option<Tensor> = None;
                 for (i, x) in xs.iter().enumerate() {
                     let c = coeffs.get(i).copied().unwrap_or(1.0);
-                    let term = if c == 1.0 { (*x).clone() } else { x.affine(c, 0.0)? };
+                    let term = if c == 1.0 {
+                        (*x).clone()
+                    } else {
+                        x.affine(c, 0.0)?
+                    };
                     acc = Some(match acc {
                         None => term,
                         Some(acc) => (acc + term)?,
@@ -280,9 +334,13 @@ impl NcnnNet {
     }
 }
 
-fn fold(xs: &[&Tensor], f: impl Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>) -> Result<Tensor> {
+fn fold(
+    xs: &[&Tensor],
+    f: impl Fn(&Tensor, &Tensor) -> candle_core::Result<Tensor>,
+) -> Result<Tensor> {
     let (first, rest) = xs.split_first().context("layer has no input")?;
-    rest.iter().try_fold((*first).clone(), |acc, x| Ok(f(&acc, x)?))
+    rest.iter()
+        .try_fold((*first).clone(), |acc, x| Ok(f(&acc, x)?))
 }
 
 impl NcnnNet {
@@ -291,27 +349,44 @@ impl NcnnNet {
         let mut blobs: Vec<Option<Tensor>> = vec![None; self.blob_count];
         blobs[self.input] = Some(xs.clone());
         for (i, layer) in self.layers.iter().enumerate() {
-            if matches!(layer.op, LayerOp::Input) {
+            if matches!(layer.op, LayerOp::Input) || self.fused[i] {
                 continue;
             }
+            // A PReLU fused into this layer takes over its outputs.
+            let (then, outputs) = match self.layers.get(i + 1) {
+                Some(
+                    next @ Layer {
+                        op: LayerOp::PRelu(prelu),
+                        ..
+                    },
+                ) if self.fused[i + 1] => (Some(prelu), &next.outputs),
+                _ => (None, &layer.outputs),
+            };
             let out = {
                 let xs = layer
                     .inputs
                     .iter()
-                    .map(|&b| blobs[b].as_ref().context("blob used before it was computed"))
+                    .map(|&b| {
+                        blobs[b]
+                            .as_ref()
+                            .context("blob used before it was computed")
+                    })
                     .collect::<Result<Vec<_>>>()?;
-                NcnnNet::run_layer(layer, &xs).with_context(|| format!("layer `{}`", layer.name))?
+                NcnnNet::run_layer(layer, &xs, then)
+                    .with_context(|| format!("layer `{}`", layer.name))?
             };
             for &b in &layer.inputs {
                 if self.last_use[b] == Some(i) && b != self.output {
                     blobs[b] = None;
                 }
             }
-            for &b in &layer.outputs {
+            for &b in outputs {
                 blobs[b] = Some(out.clone());
             }
         }
-        blobs[self.output].take().context("the output blob was not computed")
+        blobs[self.output]
+            .take()
+            .context("the output blob was not computed")
     }
 }
 
@@ -327,12 +402,18 @@ fn build_op(decl: &LayerDecl, reader: &mut WeightReader<'_>, device: &Device) ->
             LayerOp::PRelu(Prelu::new(Tensor::from_vec(slopes, n, device)?)?)
         }
         "PixelShuffle" => {
-            ensure!(p.int(1, 0)? == 0, "only PixelShuffle mode 0 (PyTorch order) is supported");
+            ensure!(
+                p.int(1, 0)? == 0,
+                "only PixelShuffle mode 0 (PyTorch order) is supported"
+            );
             LayerOp::PixelShuffle(p.usize(0, 1)?)
         }
         "Interp" => build_interp(p)?,
         "BinaryOp" => {
-            ensure!(p.int(1, 0)? == 0, "BinaryOp with a scalar operand is not supported");
+            ensure!(
+                p.int(1, 0)? == 0,
+                "BinaryOp with a scalar operand is not supported"
+            );
             LayerOp::Binary(match p.int(0, 0)? {
                 0 => Binary::Add,
                 1 => Binary::Sub,
@@ -351,7 +432,11 @@ fn build_op(decl: &LayerDecl, reader: &mut WeightReader<'_>, device: &Device) ->
             // ncnn counts axes without the batch: 0 = channels of a [C, H, W] blob.
             let axis = p.int(0, 0)?;
             let axis = if axis < 0 { axis + 3 } else { axis };
-            ensure!((0..3).contains(&axis), "Concat axis {} is out of range", p.int(0, 0)?);
+            ensure!(
+                (0..3).contains(&axis),
+                "Concat axis {} is out of range",
+                p.int(0, 0)?
+            );
             LayerOp::Concat(axis as usize + 1)
         }
         other => bail!("unsupported ncnn layer type `{other}`"),
@@ -366,19 +451,40 @@ fn build_conv(p: &ParamDict, reader: &mut WeightReader<'_>, device: &Device) -> 
     let stride = p.usize(3, 1)?;
     let pad = p.int(4, 0)?;
     ensure!(kw == kh, "non-square kernels ({kw}x{kh}) are not supported");
-    ensure!(p.usize(12, dilation)? == dilation, "different dilations per axis are not supported");
-    ensure!(p.usize(13, stride)? == stride, "different strides per axis are not supported");
+    ensure!(
+        p.usize(12, dilation)? == dilation,
+        "different dilations per axis are not supported"
+    );
+    ensure!(
+        p.usize(13, stride)? == stride,
+        "different strides per axis are not supported"
+    );
     ensure!(pad >= 0, "automatic padding mode {pad} is not supported");
     for id in [14, 15, 16] {
-        ensure!(p.int(id, pad)? == pad, "asymmetric padding is not supported");
+        ensure!(
+            p.int(id, pad)? == pad,
+            "asymmetric padding is not supported"
+        );
     }
-    ensure!(p.float(18, 0.0)? == 0.0, "padding with a non-zero value is not supported");
+    ensure!(
+        p.float(18, 0.0)? == 0.0,
+        "padding with a non-zero value is not supported"
+    );
     ensure!(p.int(8, 0)? == 0, "int8 convolutions are not supported");
-    ensure!(p.int(19, 0)? == 0, "convolutions with dynamic weights are not supported");
-    ensure!(c_out > 0 && kw > 0, "convolution needs num_output (0=) and kernel size (1=)");
+    ensure!(
+        p.int(19, 0)? == 0,
+        "convolutions with dynamic weights are not supported"
+    );
+    ensure!(
+        c_out > 0 && kw > 0,
+        "convolution needs num_output (0=) and kernel size (1=)"
+    );
     let size = p.usize(6, 0)?;
     let per_in = c_out * kw * kh;
-    ensure!(size % per_in == 0, "weight size {size} is not a multiple of {c_out}x{kw}x{kh}");
+    ensure!(
+        size % per_in == 0,
+        "weight size {size} is not a multiple of {c_out}x{kw}x{kh}"
+    );
     let c_in = size / per_in;
     let act = Activation::from_params(p, device)?;
     let weight = Tensor::from_vec(reader.tagged(size)?, (c_out, c_in, kh, kw), device)?;
@@ -403,10 +509,16 @@ fn build_interp(p: &ParamDict) -> Result<LayerOp> {
     );
     let factor = |id: i32| -> Result<usize> {
         let f = p.float(id, 1.0)?;
-        ensure!(f >= 1.0 && f.fract() == 0.0, "nearest Interp needs an integer factor >= 1, got {f}");
+        ensure!(
+            f >= 1.0 && f.fract() == 0.0,
+            "nearest Interp needs an integer factor >= 1, got {f}"
+        );
         Ok(f as usize)
     };
-    Ok(LayerOp::UpsampleNearest { fy: factor(1)?, fx: factor(2)? })
+    Ok(LayerOp::UpsampleNearest {
+        fy: factor(1)?,
+        fx: factor(2)?,
+    })
 }
 
 #[cfg(test)]
@@ -430,7 +542,11 @@ mod tests {
             Interp up 1 1 b u 0=1 1=2.0 2=2.0\n\
             BinaryOp add 2 1 s u out\n";
         let mut bin = f32_bytes(&[1.0, 2.0, 3.0, 4.0]);
-        bin.extend([0.0f32, 0.0, 0.0, 10.0].iter().flat_map(|v| v.to_le_bytes()));
+        bin.extend(
+            [0.0f32, 0.0, 0.0, 10.0]
+                .iter()
+                .flat_map(|v| v.to_le_bytes()),
+        );
         let net = NcnnNet::from_bytes(param, &bin, &Device::Cpu).unwrap();
         assert_eq!((net.receptive_radius(), net.scale()), (0, 2));
         let x = Tensor::new(&[[[[1.0f32]]]], &Device::Cpu).unwrap();
@@ -438,6 +554,35 @@ mod tests {
         assert_eq!(y.dims(), [1, 1, 2, 2]);
         let y: Vec<f32> = y.flatten_all().unwrap().to_vec1().unwrap();
         assert_eq!(y, [2.0, 3.0, 4.0, 15.0]);
+    }
+
+    #[test]
+    fn fuses_prelu_into_the_convolution_before_it() {
+        // out = prelu(conv1x1(x)) with weight -1, bias 0, slope 0.5; the
+        // split keeps the second convolution's output read twice: not fused.
+        let param = "7767517\n6 6\n\
+            Input in 0 1 data\n\
+            Convolution c 1 1 data c1 0=1 1=1 5=1 6=1\n\
+            PReLU p 1 1 c1 p1 0=1\n\
+            Convolution d 1 1 p1 d1 0=1 1=1 5=1 6=1\n\
+            Split sp 1 2 d1 e f\n\
+            BinaryOp add 2 1 e f out\n";
+        let mut bin = f32_bytes(&[-1.0]);
+        bin.extend([0.0f32, 0.5].iter().flat_map(|v| v.to_le_bytes()));
+        bin.extend(f32_bytes(&[3.0]));
+        bin.extend(1.0f32.to_le_bytes());
+        let net = NcnnNet::from_bytes(param, &bin, &Device::Cpu).unwrap();
+        assert_eq!(net.fused, [false, false, true, false, false, false]);
+        let x = Tensor::new(&[[[[2.0f32, -4.0]]]], &Device::Cpu).unwrap();
+        let y: Vec<f32> = net
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        // prelu(-2) = -1, prelu(4) = 4; then 2 * (3 * v + 1).
+        assert_eq!(y, [-4.0, 26.0]);
     }
 
     #[test]

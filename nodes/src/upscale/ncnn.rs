@@ -33,10 +33,14 @@ pub enum Num {
 impl Num {
     fn parse(text: &str) -> Result<Num> {
         if text.contains(['.', 'e', 'E']) {
-            let f = text.parse::<f32>().with_context(|| format!("`{text}` is not a number"))?;
+            let f = text
+                .parse::<f32>()
+                .with_context(|| format!("`{text}` is not a number"))?;
             Ok(Num::Float(f))
         } else {
-            let i = text.parse::<i32>().with_context(|| format!("`{text}` is not an integer"))?;
+            let i = text
+                .parse::<i32>()
+                .with_context(|| format!("`{text}` is not an integer"))?;
             Ok(Num::Int(i))
         }
     }
@@ -76,7 +80,8 @@ impl ParamDict {
     pub fn usize(&self, id: i32, default: usize) -> Result<usize> {
         let default = i32::try_from(default).context("default out of range")?;
         let v = self.int(id, default)?;
-        usize::try_from(v).with_context(|| format!("parameter {id} should not be negative, got {v}"))
+        usize::try_from(v)
+            .with_context(|| format!("parameter {id} should not be negative, got {v}"))
     }
 
     /// The float parameter `id` (an int is widened), or `default` when absent.
@@ -103,9 +108,12 @@ impl ParamDict {
     }
 
     fn parse_entry(&mut self, entry: &str) -> Result<()> {
-        let (key, value) =
-            entry.split_once('=').with_context(|| format!("`{entry}` is not `key=value`"))?;
-        let key = key.parse::<i32>().with_context(|| format!("bad parameter key `{key}`"))?;
+        let (key, value) = entry
+            .split_once('=')
+            .with_context(|| format!("`{entry}` is not `key=value`"))?;
+        let key = key
+            .parse::<i32>()
+            .with_context(|| format!("bad parameter key `{key}`"))?;
         if key <= ARRAY_KEY_BASE {
             let id = ARRAY_KEY_BASE - key;
             let mut parts = value.split(',');
@@ -115,7 +123,10 @@ impl ParamDict {
                 .with_context(|| format!("array parameter {id}: bad count `{count}`"))?;
             let items = parts.map(Num::parse).collect::<Result<Vec<_>>>()?;
             if items.len() != count {
-                bail!("array parameter {id} declares {count} values but has {}", items.len());
+                bail!(
+                    "array parameter {id} declares {count} values but has {}",
+                    items.len()
+                );
             }
             self.0.insert(id, ParamValue::Array(items));
         } else {
@@ -142,12 +153,20 @@ pub struct LayerDecl {
 
 /// Parses the text of a `.param` file.
 pub fn parse_param(text: &str) -> Result<Vec<LayerDecl>> {
-    let mut lines = text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
     let (_, magic) = lines.next().context("empty .param file")?;
     if magic.trim() != PARAM_MAGIC {
-        bail!("not an ncnn .param file: first line is `{}`, expected {PARAM_MAGIC}", magic.trim());
+        bail!(
+            "not an ncnn .param file: first line is `{}`, expected {PARAM_MAGIC}",
+            magic.trim()
+        );
     }
-    let (_, counts) = lines.next().context(".param file ends after the magic number")?;
+    let (_, counts) = lines
+        .next()
+        .context(".param file ends after the magic number")?;
     let counts: Vec<usize> = counts
         .split_whitespace()
         .map(str::parse)
@@ -160,7 +179,10 @@ pub fn parse_param(text: &str) -> Result<Vec<LayerDecl>> {
         .map(|(i, line)| parse_layer(line).with_context(|| format!(".param line {}", i + 1)))
         .collect::<Result<Vec<_>>>()?;
     if layers.len() != layer_count {
-        bail!(".param declares {layer_count} layers but lists {}", layers.len());
+        bail!(
+            ".param declares {layer_count} layers but lists {}",
+            layers.len()
+        );
     }
     Ok(layers)
 }
@@ -172,14 +194,25 @@ fn parse_layer(line: &str) -> Result<LayerDecl> {
     let name = next("layer name")?.to_string();
     let n_in: usize = next("input count")?.parse().context("bad input count")?;
     let n_out: usize = next("output count")?.parse().context("bad output count")?;
-    let inputs = (0..n_in).map(|_| next("input blob").map(str::to_string)).collect::<Result<_>>()?;
-    let outputs =
-        (0..n_out).map(|_| next("output blob").map(str::to_string)).collect::<Result<_>>()?;
+    let inputs = (0..n_in)
+        .map(|_| next("input blob").map(str::to_string))
+        .collect::<Result<_>>()?;
+    let outputs = (0..n_out)
+        .map(|_| next("output blob").map(str::to_string))
+        .collect::<Result<_>>()?;
     let mut params = ParamDict::default();
     for entry in tokens {
-        params.parse_entry(entry).with_context(|| format!("layer `{name}`"))?;
+        params
+            .parse_entry(entry)
+            .with_context(|| format!("layer `{name}`"))?;
     }
-    Ok(LayerDecl { kind, name, inputs, outputs, params })
+    Ok(LayerDecl {
+        kind,
+        name,
+        inputs,
+        outputs,
+        params,
+    })
 }
 
 /// Reads the weights of a `.bin` file in order.
@@ -195,9 +228,17 @@ impl<'a> WeightReader<'a> {
     }
 
     fn take(&mut self, n: usize) -> Result<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.data.len()).with_context(|| {
-            format!(".bin file too short: need {n} bytes at offset {}, file has {}", self.pos, self.data.len())
-        })?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len())
+            .with_context(|| {
+                format!(
+                    ".bin file too short: need {n} bytes at offset {}, file has {}",
+                    self.pos,
+                    self.data.len()
+                )
+            })?;
         let bytes = &self.data[self.pos..end];
         self.pos = end;
         Ok(bytes)
@@ -206,7 +247,10 @@ impl<'a> WeightReader<'a> {
     /// `n` raw little-endian f32 values (biases, PReLU slopes).
     pub fn raw_f32(&mut self, n: usize) -> Result<Vec<f32>> {
         let bytes = self.take(n.checked_mul(4).context("weight size overflows")?)?;
-        Ok(bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect())
+        Ok(bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect())
     }
 
     /// `n` values of a tagged blob (convolution weights): f16 or f32 data.
@@ -267,7 +311,10 @@ mod tests {
 
     #[test]
     fn rejects_bad_headers_and_counts() {
-        assert!(parse_param("123\n0 0\n").unwrap_err().to_string().contains("7767517"));
+        assert!(parse_param("123\n0 0\n")
+            .unwrap_err()
+            .to_string()
+            .contains("7767517"));
         let err = parse_param("7767517\n2 1\nInput in 0 1 data\n").unwrap_err();
         assert!(err.to_string().contains("2 layers"), "{err}");
         let err = parse_param("7767517\n1 1\nInput in 0 1 data -23310=2,1.0\n").unwrap_err();

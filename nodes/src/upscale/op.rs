@@ -1,10 +1,9 @@
 //! `image.upscale`: Real-ESRGAN super-resolution, tile by tile.
 
 use std::path::Path;
-use std::sync::Arc;
 
 use anyhow::{bail, ensure, Context, Result};
-use flow_engine::models::{ModelPool, ResolvedModel};
+use flow_engine::models::ResolvedModel;
 use flow_engine::{Cost, Inputs, Op, OpContext, OpSpec, Outputs, PortSpec, Value, ValueType};
 
 use super::{TileOptions, Upscaler, MAX_AUTO_TILE_PAD};
@@ -13,15 +12,14 @@ use super::{TileOptions, Upscaler, MAX_AUTO_TILE_PAD};
 /// when loading changes.
 const LOADER: &str = "esrgan-f32-v1";
 
-/// The `image.upscale` op.
-pub struct UpscaleOp {
+/// The `image.upscale` op. Loaded networks stay in the run's model pool.
+pub(crate) struct UpscaleOp {
     spec: OpSpec,
-    pool: Arc<ModelPool>,
 }
 
 impl UpscaleOp {
-    /// The op, keeping loaded networks in `pool`.
-    pub fn new(pool: Arc<ModelPool>) -> Self {
+    /// The op.
+    pub(crate) fn new() -> Self {
         let doc = format!(
             "Enlarges images with a Real-ESRGAN network: an ncnn .param/.bin pair \
              (SRVGGNetCompact such as realesr-animevideov3, or RRDBNet such as RealESRGAN_x4plus) \
@@ -56,7 +54,6 @@ impl UpscaleOp {
                 output: false,
                 cost: Cost::Heavy,
             },
-            pool,
         }
     }
 }
@@ -66,7 +63,9 @@ impl UpscaleOp {
 fn memory_hint(path: &Path) -> u64 {
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
     let files = if path.is_dir() {
-        std::fs::read_dir(path).map(|d| d.flatten().map(|e| size(&e.path())).sum()).unwrap_or(0)
+        std::fs::read_dir(path)
+            .map(|d| d.flatten().map(|e| size(&e.path())).sum())
+            .unwrap_or(0)
     } else {
         size(path) + size(&path.with_extension("bin"))
     };
@@ -76,7 +75,10 @@ fn memory_hint(path: &Path) -> u64 {
 fn non_negative(inputs: &Inputs, port: &str) -> Result<Option<usize>> {
     inputs
         .opt_int(port)?
-        .map(|v| usize::try_from(v).with_context(|| format!("input `{port}` should be 0 or more, got {v}")))
+        .map(|v| {
+            usize::try_from(v)
+                .with_context(|| format!("input `{port}` should be 0 or more, got {v}"))
+        })
         .transpose()
 }
 
@@ -88,16 +90,26 @@ impl Op for UpscaleOp {
     fn run(&self, inputs: &Inputs, ctx: &OpContext) -> Result<Outputs> {
         let model = inputs.value("model")?;
         let Some(model) = model.as_object::<ResolvedModel>() else {
-            bail!("input `model` should be a model reference, got {}", model.value_type());
+            bail!(
+                "input `model` should be a model reference, got {}",
+                model.value_type()
+            );
         };
         let image = inputs.tensor("image")?;
-        ensure!(image.rank() == 4, "input `image` should be [N, C, H, W], got {:?}", image.dims());
+        ensure!(
+            image.rank() == 4,
+            "input `image` should be [N, C, H, W], got {:?}",
+            image.dims()
+        );
         let tile = non_negative(inputs, "tile")?.unwrap_or(256);
         let device = ctx.device();
         let key = model.pool_key(device, LOADER);
-        let net = self.pool.get_or_load(&key, memory_hint(&model.path), || {
-            Upscaler::load(&model.path, device).with_context(|| format!("model `{}`", model.reference))
-        })?;
+        let net = ctx
+            .models()
+            .get_or_load(&key, memory_hint(&model.path), || {
+                Upscaler::load(&model.path, device)
+                    .with_context(|| format!("model `{}`", model.reference))
+            })?;
         let pad = non_negative(inputs, "tile_pad")?.unwrap_or_else(|| net.default_tile_pad());
         let image = image.to_device(device)?;
         let out = net.upscale(&image, TileOptions { tile, pad }, |done, total| {
@@ -107,17 +119,21 @@ impl Op for UpscaleOp {
             }
             Ok(())
         })?;
-        Ok(Outputs::single("image", Value::tensor(ValueType::Image, out)))
+        Ok(Outputs::single(
+            "image",
+            Value::tensor(ValueType::Image, out),
+        ))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
-    use std::sync::Mutex;
+    use std::sync::{Arc, Mutex};
     use std::time::Instant;
 
     use candle_core::{Device, Tensor};
+    use flow_engine::models::ModelPool;
     use flow_engine::{CancelToken, Event, Interrupted};
 
     use super::*;
@@ -156,13 +172,26 @@ mod tests {
         Inputs::new(values)
     }
 
-    fn context(cancel: CancelToken, events: Arc<Mutex<Vec<(u64, u64)>>>) -> OpContext {
+    fn context(
+        cancel: CancelToken,
+        events: Arc<Mutex<Vec<(u64, u64)>>>,
+        pool: Arc<ModelPool>,
+    ) -> OpContext {
         let sink = Arc::new(move |e: Event| {
             if let Event::Progress { step, total, .. } = e {
                 events.lock().unwrap().push((step, total));
             }
         });
-        OpContext::new("big", Device::Cpu, ".".into(), cancel, sink, Instant::now(), Default::default())
+        OpContext::new(
+            "big",
+            Device::Cpu,
+            ".".into(),
+            cancel,
+            sink,
+            Instant::now(),
+            Default::default(),
+        )
+        .with_models(pool)
     }
 
     #[test]
@@ -170,18 +199,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = write_model(dir.path());
         let pool = Arc::new(ModelPool::new(1 << 30));
-        let op = UpscaleOp::new(pool.clone());
+        let op = UpscaleOp::new();
         let image = Tensor::full(0.25f32, (1, 3, 5, 6), &Device::Cpu).unwrap();
         let events = Arc::new(Mutex::new(Vec::new()));
-        let ctx = context(CancelToken::new(), events.clone());
+        let ctx = context(CancelToken::new(), events.clone(), pool.clone());
         let out = op.run(&inputs(&path, image.clone(), 3), &ctx).unwrap();
         out.check_against(op.spec()).unwrap();
         let out = out.get("image").unwrap().as_tensor().unwrap().clone();
         assert_eq!(out.dims(), [1, 3, 10, 12]);
         // Red gets the bias at the top-left of every 2x2 block.
         let red: Vec<Vec<f32>> = out.get(0).unwrap().get(0).unwrap().to_vec2().unwrap();
-        assert_eq!((red[0][0], red[0][1], red[1][0], red[3][3]), (0.75, 0.25, 0.25, 0.25));
-        assert_eq!(events.lock().unwrap().as_slice(), [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]);
+        assert_eq!(
+            (red[0][0], red[0][1], red[1][0], red[3][3]),
+            (0.75, 0.25, 0.25, 0.25)
+        );
+        assert_eq!(
+            events.lock().unwrap().as_slice(),
+            [(0, 4), (1, 4), (2, 4), (3, 4), (4, 4)]
+        );
 
         op.run(&inputs(&path, image, 0), &ctx).unwrap();
         let stats = pool.stats();
@@ -192,24 +227,39 @@ mod tests {
     fn stops_between_tiles_when_cancelled() {
         let dir = tempfile::tempdir().unwrap();
         let path = write_model(dir.path());
-        let op = UpscaleOp::new(Arc::new(ModelPool::new(1 << 30)));
+        let op = UpscaleOp::new();
         let cancel = CancelToken::new();
         cancel.cancel();
         let image = Tensor::zeros((1, 3, 8, 8), candle_core::DType::F32, &Device::Cpu).unwrap();
         let events = Arc::new(Mutex::new(Vec::new()));
-        let err = op.run(&inputs(&path, image, 4), &context(cancel, events.clone())).unwrap_err();
+        let ctx = context(cancel, events.clone(), Arc::new(ModelPool::new(1 << 30)));
+        let err = op.run(&inputs(&path, image, 4), &ctx).unwrap_err();
         assert!(err.downcast_ref::<Interrupted>().is_some(), "{err:#}");
         assert_eq!(events.lock().unwrap().as_slice(), [(0, 4)]);
     }
 
     #[test]
     fn explains_bad_inputs() {
-        let op = UpscaleOp::new(Arc::new(ModelPool::new(1 << 30)));
-        let ctx = context(CancelToken::new(), Arc::default());
+        let op = UpscaleOp::new();
+        let ctx = context(
+            CancelToken::new(),
+            Arc::default(),
+            Arc::new(ModelPool::new(1 << 30)),
+        );
         let image = Tensor::zeros((1, 3, 4, 4), candle_core::DType::F32, &Device::Cpu).unwrap();
-        let missing = op.run(&inputs(Path::new("/nonexistent/net.param"), image.clone(), 0), &ctx).unwrap_err();
-        assert!(format!("{missing:#}").contains("./net.param"), "{missing:#}");
-        let negative = op.run(&inputs(Path::new("/x.param"), image, -1), &ctx).unwrap_err();
+        let missing = op
+            .run(
+                &inputs(Path::new("/nonexistent/net.param"), image.clone(), 0),
+                &ctx,
+            )
+            .unwrap_err();
+        assert!(
+            format!("{missing:#}").contains("./net.param"),
+            "{missing:#}"
+        );
+        let negative = op
+            .run(&inputs(Path::new("/x.param"), image, -1), &ctx)
+            .unwrap_err();
         assert!(negative.to_string().contains("`tile`"), "{negative}");
     }
 }

@@ -21,7 +21,11 @@ pub struct Prelu {
 impl Prelu {
     /// Per-channel slopes `[C]`, or one slope `[1]` for every channel.
     pub fn new(slopes: Tensor) -> Result<Prelu> {
-        ensure!(slopes.rank() == 1 && slopes.dim(0)? > 0, "PReLU slopes should be [C], got {:?}", slopes.dims());
+        ensure!(
+            slopes.rank() == 1 && slopes.dim(0)? > 0,
+            "PReLU slopes should be [C], got {:?}",
+            slopes.dims()
+        );
         let host = slopes.to_dtype(DType::F32)?.to_vec1::<f32>()?;
         Ok(Prelu { slopes, host })
     }
@@ -45,7 +49,10 @@ impl Prelu {
             self.host.len()
         );
         if matches!(xs.device(), Device::Cpu) && xs.dtype() == DType::F32 {
-            Ok(xs.contiguous()?.apply_op1_no_bwd(&PreluKernel { slopes: &self.host, channels })?)
+            Ok(xs.contiguous()?.apply_op1_no_bwd(&PreluKernel {
+                slopes: &self.host,
+                channels,
+            })?)
         } else {
             let shared = self.host.len() == 1;
             Ok(candle_nn::PReLU::new(self.slopes.clone(), shared).forward(xs)?)
@@ -63,7 +70,11 @@ impl CustomOp1 for PreluKernel<'_> {
         "prelu"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        storage: &CpuStorage,
+        layout: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
         let (start, end) = layout
             .contiguous_offsets()
             .ok_or_else(|| candle_core::Error::Msg("prelu: input is not contiguous".into()))?;
@@ -75,7 +86,11 @@ impl CustomOp1 for PreluKernel<'_> {
         let plane = layout.shape().dims()[2..].iter().product::<usize>().max(1);
         let mut out = vec![0f32; xs.len()];
         for (i, (src, dst)) in xs.chunks(plane).zip(out.chunks_mut(plane)).enumerate() {
-            let slope = if self.slopes.len() == 1 { self.slopes[0] } else { self.slopes[i % self.channels] };
+            let slope = if self.slopes.len() == 1 {
+                self.slopes[0]
+            } else {
+                self.slopes[i % self.channels]
+            };
             for (d, &x) in dst.iter_mut().zip(src) {
                 *d = if x >= 0.0 { x } else { x * slope };
             }
@@ -93,15 +108,37 @@ mod tests {
         let dev = Device::Cpu;
         let x = Tensor::randn(0f32, 1.0, (2, 3, 5, 4), &dev).unwrap();
         let slopes = Tensor::new(&[0.25f32, -0.5, 1.5], &dev).unwrap();
-        let want = candle_nn::PReLU::new(slopes.clone(), false).forward(&x).unwrap();
+        let want = candle_nn::PReLU::new(slopes.clone(), false)
+            .forward(&x)
+            .unwrap();
         let got = Prelu::new(slopes).unwrap().forward(&x).unwrap();
-        let diff: f32 = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        let diff: f32 = (got - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert_eq!(diff, 0.0);
 
         let want = candle_nn::ops::leaky_relu(&x, 0.2).unwrap();
-        let got = Prelu::leaky(0.2, &dev).unwrap().forward(&x.t().unwrap()).unwrap();
-        let diff: f32 = (got.t().unwrap() - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        let got = Prelu::leaky(0.2, &dev)
+            .unwrap()
+            .forward(&x.t().unwrap())
+            .unwrap();
+        let diff: f32 = (got.t().unwrap() - want)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert_eq!(diff, 0.0);
-        assert!(Prelu::new(Tensor::new(&[1f32, 2.0], &dev).unwrap()).unwrap().forward(&x).is_err());
+        assert!(Prelu::new(Tensor::new(&[1f32, 2.0], &dev).unwrap())
+            .unwrap()
+            .forward(&x)
+            .is_err());
     }
 }

@@ -22,16 +22,18 @@ struct DenseBlock {
 impl DenseBlock {
     fn load(sd: &StateDict, prefix: &str) -> Result<DenseBlock> {
         let conv = |i: usize| sd.conv(&format!("{prefix}.conv{i}"));
-        Ok(DenseBlock { convs: [conv(1)?, conv(2)?, conv(3)?, conv(4)?, conv(5)?] })
+        Ok(DenseBlock {
+            convs: [conv(1)?, conv(2)?, conv(3)?, conv(4)?, conv(5)?],
+        })
     }
 
     fn forward(&self, x: &Tensor, lrelu: &Prelu) -> Result<Tensor> {
         let mut feats = vec![x.clone()];
         for conv in &self.convs[..4] {
-            let y = lrelu.forward(&conv.forward(&Tensor::cat(&feats, 1)?)?)?;
+            let y = conv.forward(&Tensor::cat(&feats, 1)?, Some(lrelu))?;
             feats.push(y);
         }
-        let x5 = self.convs[4].forward(&Tensor::cat(&feats, 1)?)?;
+        let x5 = self.convs[4].forward(&Tensor::cat(&feats, 1)?, None)?;
         Ok(((x5 * RESIDUAL_SCALE)? + x)?)
     }
 }
@@ -55,7 +57,10 @@ impl Rrdb {
     /// Builds the network from basicsr key names.
     pub fn from_state_dict(sd: &StateDict) -> Result<Rrdb> {
         let blocks = sd.indices("body", "rdb1.conv1.weight");
-        ensure!(!blocks.is_empty(), "RRDBNet: no `body.N.rdb1.conv1.weight` weights");
+        ensure!(
+            !blocks.is_empty(),
+            "RRDBNet: no `body.N.rdb1.conv1.weight` weights"
+        );
         ensure!(
             blocks.iter().enumerate().all(|(i, &b)| i == b),
             "RRDBNet: blocks are not numbered 0..{}",
@@ -86,7 +91,9 @@ impl Rrdb {
         let unshuffle = [1, 2, 4]
             .into_iter()
             .find(|u| c_out * u * u == c_in)
-            .with_context(|| format!("RRDBNet: conv_first reads {c_in} channels, conv_last writes {c_out}"))?;
+            .with_context(|| {
+                format!("RRDBNet: conv_first reads {c_in} channels, conv_last writes {c_out}")
+            })?;
         Ok(Rrdb { unshuffle, ..net })
     }
 
@@ -115,7 +122,7 @@ impl Rrdb {
         } else {
             xs.clone()
         };
-        let feat = self.conv_first.forward(&x)?;
+        let feat = self.conv_first.forward(&x, None)?;
         let mut h = feat.clone();
         for rrdb in &self.body {
             let mut out = h.clone();
@@ -124,13 +131,17 @@ impl Rrdb {
             }
             h = ((out * RESIDUAL_SCALE)? + &h)?;
         }
-        let feat = (feat + self.conv_body.forward(&h)?)?;
+        let feat = (feat + self.conv_body.forward(&h, None)?)?;
         let up = |t: &Tensor, conv: &Conv| -> Result<Tensor> {
             let (_, _, height, width) = t.dims4()?;
-            self.lrelu.forward(&conv.forward(&t.upsample_nearest2d(height * 2, width * 2)?)?)
+            conv.forward(
+                &t.upsample_nearest2d(height * 2, width * 2)?,
+                Some(&self.lrelu),
+            )
         };
         let feat = up(&feat, &self.conv_up1)?;
         let feat = up(&feat, &self.conv_up2)?;
-        self.conv_last.forward(&self.lrelu.forward(&self.conv_hr.forward(&feat)?)?)
+        let feat = self.conv_hr.forward(&feat, Some(&self.lrelu))?;
+        self.conv_last.forward(&feat, None)
     }
 }

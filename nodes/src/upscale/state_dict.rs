@@ -30,7 +30,11 @@ impl StateDict {
     /// without a `params_ema`/`params` wrapper) or `.safetensors` file onto
     /// `device` as f32.
     pub fn load(path: &Path, device: &Device) -> Result<StateDict> {
-        let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default().to_ascii_lowercase();
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .unwrap_or_default()
+            .to_ascii_lowercase();
         let tensors: Vec<(String, Tensor)> = match ext.as_str() {
             "safetensors" => candle_core::safetensors::load(path, &Device::Cpu)
                 .with_context(|| format!("reading {}", path.display()))?
@@ -45,7 +49,10 @@ impl StateDict {
         let tensors = tensors
             .into_iter()
             .map(|(name, t)| {
-                let name = name.strip_prefix("module.").map(str::to_string).unwrap_or(name);
+                let name = name
+                    .strip_prefix("module.")
+                    .map(str::to_string)
+                    .unwrap_or(name);
                 let t = t.to_dtype(DType::F32)?.to_device(device)?;
                 Ok((name, t))
             })
@@ -61,7 +68,9 @@ impl StateDict {
 
     /// The tensor called `name`.
     pub fn get(&self, name: &str) -> Result<&Tensor> {
-        self.tensors.get(name).with_context(|| format!("weight `{name}` is missing"))
+        self.tensors
+            .get(name)
+            .with_context(|| format!("weight `{name}` is missing"))
     }
 
     /// True if a tensor called `name` exists.
@@ -74,7 +83,11 @@ impl StateDict {
         let mut out: Vec<usize> = self
             .tensors
             .keys()
-            .filter_map(|k| k.strip_prefix(prefix)?.strip_prefix('.')?.strip_suffix(suffix))
+            .filter_map(|k| {
+                k.strip_prefix(prefix)?
+                    .strip_prefix('.')?
+                    .strip_suffix(suffix)
+            })
             .filter_map(|mid| mid.strip_suffix('.')?.parse().ok())
             .collect();
         out.sort_unstable();
@@ -86,8 +99,9 @@ impl StateDict {
     /// padding, as basicsr builds them.
     pub fn conv(&self, prefix: &str) -> Result<Conv> {
         let weight = self.get(&format!("{prefix}.weight"))?.clone();
-        let (_, _, kh, kw) =
-            weight.dims4().with_context(|| format!("`{prefix}.weight` is not a conv kernel"))?;
+        let (_, _, kh, kw) = weight
+            .dims4()
+            .with_context(|| format!("`{prefix}.weight` is not a conv kernel"))?;
         if kh != kw || kh % 2 == 0 {
             bail!("`{prefix}.weight`: only square odd kernels are supported, got {kh}x{kw}");
         }
@@ -137,7 +151,13 @@ mod tests {
     fn dict(names: &[&str]) -> StateDict {
         let kernel = Tensor::zeros((1, 1, 3, 3), DType::F32, &Device::Cpu).unwrap();
         let bias = Tensor::zeros(1, DType::F32, &Device::Cpu).unwrap();
-        let tensor = |n: &str| if n.ends_with("bias") { bias.clone() } else { kernel.clone() };
+        let tensor = |n: &str| {
+            if n.ends_with("bias") {
+                bias.clone()
+            } else {
+                kernel.clone()
+            }
+        };
         StateDict::from_tensors(names.iter().map(|n| (n.to_string(), tensor(n))).collect())
     }
 
@@ -153,10 +173,20 @@ mod tests {
 
     #[test]
     fn lists_indices() {
-        let sd = dict(&["body.10.weight", "body.2.weight", "body.2.bias", "body.x.weight", "conv.weight"]);
+        let sd = dict(&[
+            "body.10.weight",
+            "body.2.weight",
+            "body.2.bias",
+            "body.x.weight",
+            "conv.weight",
+        ]);
         assert_eq!(sd.indices("body", "weight"), [2, 10]);
         assert!(sd.conv("body.2").is_ok());
-        assert!(sd.conv("body.3").unwrap_err().to_string().contains("body.3.weight"));
+        assert!(sd
+            .conv("body.3")
+            .unwrap_err()
+            .to_string()
+            .contains("body.3.weight"));
     }
 
     /// Writes `tensors` (f32, contiguous) as a zip-format PyTorch checkpoint,
@@ -203,13 +233,21 @@ mod tests {
         }
         pkl.push(b'.');
         let mut zip = zip::ZipWriter::new(std::fs::File::create(path).unwrap());
-        let options = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Stored);
         zip.start_file("archive/data.pkl", options).unwrap();
         zip.write_all(&pkl).unwrap();
         for (i, (_, t)) in tensors.iter().enumerate() {
-            zip.start_file(format!("archive/data/{i}"), options).unwrap();
+            zip.start_file(format!("archive/data/{i}"), options)
+                .unwrap();
             let data: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
-            zip.write_all(&data.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+            zip.write_all(
+                &data
+                    .iter()
+                    .flat_map(|v| v.to_le_bytes())
+                    .collect::<Vec<u8>>(),
+            )
+            .unwrap();
         }
         zip.finish().unwrap();
     }
@@ -217,21 +255,46 @@ mod tests {
     #[test]
     fn loads_pytorch_checkpoints_with_and_without_wrapper() {
         let dev = Device::Cpu;
-        let weight = Tensor::arange(0f32, 54.0, &dev).unwrap().reshape((2, 3, 3, 3)).unwrap();
+        let weight = Tensor::arange(0f32, 54.0, &dev)
+            .unwrap()
+            .reshape((2, 3, 3, 3))
+            .unwrap();
         let bias = Tensor::new(&[0.5f32, -1.0], &dev).unwrap();
         let dir = tempfile::tempdir().unwrap();
         for wrapper in [Some("params_ema"), Some("params"), None] {
             let path = dir.path().join("net.pth");
-            save_pth(&path, &[("module.body.0.weight", &weight), ("body.0.bias", &bias)], wrapper);
+            save_pth(
+                &path,
+                &[("module.body.0.weight", &weight), ("body.0.bias", &bias)],
+                wrapper,
+            );
             let sd = StateDict::load(&path, &dev).unwrap();
             let diff = |a: &Tensor, b: &Tensor| -> f32 {
-                (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap()
+                (a - b)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap()
             };
-            assert_eq!(diff(sd.get("body.0.weight").unwrap(), &weight), 0.0, "{wrapper:?}");
-            assert_eq!(diff(sd.get("body.0.bias").unwrap(), &bias), 0.0, "{wrapper:?}");
+            assert_eq!(
+                diff(sd.get("body.0.weight").unwrap(), &weight),
+                0.0,
+                "{wrapper:?}"
+            );
+            assert_eq!(
+                diff(sd.get("body.0.bias").unwrap(), &bias),
+                0.0,
+                "{wrapper:?}"
+            );
             assert_eq!(sd.arch().unwrap(), Arch::SrVgg);
         }
         let err = StateDict::load(&dir.path().join("net.onnx"), &dev).unwrap_err();
-        assert!(err.to_string().contains("unknown weight file type"), "{err}");
+        assert!(
+            err.to_string().contains("unknown weight file type"),
+            "{err}"
+        );
     }
 }

@@ -36,7 +36,10 @@ fn spans(len: usize, tile: usize, multiple: usize) -> Vec<(usize, usize)> {
     }
     let count = len.div_ceil(tile);
     let step = len.div_ceil(count).next_multiple_of(multiple);
-    (0..len).step_by(step).map(|s| (s, (s + step).min(len))).collect()
+    (0..len)
+        .step_by(step)
+        .map(|s| (s, (s + step).min(len)))
+        .collect()
 }
 
 /// Runs `forward` over `image` (`[N, C, H, W]`) tile by tile and joins the
@@ -50,13 +53,18 @@ pub fn run_tiled(
     mut on_tile: impl FnMut(usize, usize) -> Result<()>,
 ) -> Result<Tensor> {
     let NetGeometry { scale, multiple } = geometry;
-    ensure!(scale >= 1 && multiple >= 1, "invalid network geometry {geometry:?}");
+    ensure!(
+        scale >= 1 && multiple >= 1,
+        "invalid network geometry {geometry:?}"
+    );
     let (_, _, h, w) = image.dims4().context("image should be [N, C, H, W]")?;
     ensure!(h > 0 && w > 0, "image is empty ({h}x{w})");
     // Networks that fold pixels need sides that are multiples of `multiple`:
     // extend the border, then crop the result.
     let (hp, wp) = (h.next_multiple_of(multiple), w.next_multiple_of(multiple));
-    let padded = image.pad_with_same(2, 0, hp - h)?.pad_with_same(3, 0, wp - w)?;
+    let padded = image
+        .pad_with_same(2, 0, hp - h)?
+        .pad_with_same(3, 0, wp - w)?;
     let tile = options.tile.next_multiple_of(multiple);
     let pad = options.pad.next_multiple_of(multiple);
     let rows = spans(hp, tile, multiple);
@@ -71,8 +79,8 @@ pub fn run_tiled(
         for (ix, &(x0, x1)) in cols.iter().enumerate() {
             let (px0, px1) = (x0.saturating_sub(pad), (x1 + pad).min(wp));
             let input = band.narrow(3, px0, px1 - px0)?;
-            let out = forward(&input)
-                .with_context(|| format!("tile at x {x0}..{x1}, y {y0}..{y1}"))?;
+            let out =
+                forward(&input).with_context(|| format!("tile at x {x0}..{x1}, y {y0}..{y1}"))?;
             let (_, _, oh, ow) = out.dims4()?;
             ensure!(
                 (oh, ow) == ((py1 - py0) * scale, (px1 - px0) * scale),
@@ -116,35 +124,91 @@ mod tests {
 
     #[test]
     fn tiled_equals_untiled_with_enough_context() {
-        let x = Tensor::arange(0f32, 7.0 * 9.0, &Device::Cpu).unwrap().reshape((1, 1, 7, 9)).unwrap();
-        let geometry = NetGeometry { scale: 2, multiple: 1 };
+        let x = Tensor::arange(0f32, 7.0 * 9.0, &Device::Cpu)
+            .unwrap()
+            .reshape((1, 1, 7, 9))
+            .unwrap();
+        let geometry = NetGeometry {
+            scale: 2,
+            multiple: 1,
+        };
         let whole = blur_up(&x).unwrap();
         let mut calls = Vec::new();
-        let tiled = run_tiled(&x, geometry, TileOptions { tile: 3, pad: 1 }, blur_up, |d, t| {
-            calls.push((d, t));
-            Ok(())
-        })
+        let tiled = run_tiled(
+            &x,
+            geometry,
+            TileOptions { tile: 3, pad: 1 },
+            blur_up,
+            |d, t| {
+                calls.push((d, t));
+                Ok(())
+            },
+        )
         .unwrap();
         assert_eq!(tiled.dims(), [1, 1, 14, 18]);
-        let diff: f32 = (tiled - &whole).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        let diff: f32 = (tiled - &whole)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert_eq!(diff, 0.0);
-        assert_eq!(calls, [(0, 9), (1, 9), (2, 9), (3, 9), (4, 9), (5, 9), (6, 9), (7, 9), (8, 9), (9, 9)]);
+        assert_eq!(
+            calls,
+            [
+                (0, 9),
+                (1, 9),
+                (2, 9),
+                (3, 9),
+                (4, 9),
+                (5, 9),
+                (6, 9),
+                (7, 9),
+                (8, 9),
+                (9, 9)
+            ]
+        );
         // Without context the tile borders differ.
-        let seams = run_tiled(&x, geometry, TileOptions { tile: 3, pad: 0 }, blur_up, |_, _| Ok(())).unwrap();
-        let diff: f32 = (seams - whole).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        let seams = run_tiled(
+            &x,
+            geometry,
+            TileOptions { tile: 3, pad: 0 },
+            blur_up,
+            |_, _| Ok(()),
+        )
+        .unwrap();
+        let diff: f32 = (seams - whole)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert!(diff > 0.0);
     }
 
     #[test]
     fn stops_when_the_callback_fails() {
         let x = Tensor::zeros((1, 1, 8, 8), candle_core::DType::F32, &Device::Cpu).unwrap();
-        let geometry = NetGeometry { scale: 2, multiple: 1 };
+        let geometry = NetGeometry {
+            scale: 2,
+            multiple: 1,
+        };
         let mut runs = 0;
-        let err = run_tiled(&x, geometry, TileOptions { tile: 4, pad: 1 }, blur_up, |done, _| {
-            runs = done;
-            anyhow::ensure!(done < 2, "cancelled");
-            Ok(())
-        })
+        let err = run_tiled(
+            &x,
+            geometry,
+            TileOptions { tile: 4, pad: 1 },
+            blur_up,
+            |done, _| {
+                runs = done;
+                anyhow::ensure!(done < 2, "cancelled");
+                Ok(())
+            },
+        )
         .unwrap_err();
         assert_eq!((err.to_string().as_str(), runs), ("cancelled", 2));
     }
@@ -157,11 +221,31 @@ mod tests {
             anyhow::ensure!(h % 2 == 0 && w % 2 == 0, "odd input {h}x{w}");
             Ok(x.clone())
         };
-        let x = Tensor::arange(0f32, 35.0, &Device::Cpu).unwrap().reshape((1, 1, 5, 7)).unwrap();
-        let geometry = NetGeometry { scale: 1, multiple: 2 };
-        let y = run_tiled(&x, geometry, TileOptions { tile: 3, pad: 1 }, fold, |_, _| Ok(())).unwrap();
+        let x = Tensor::arange(0f32, 35.0, &Device::Cpu)
+            .unwrap()
+            .reshape((1, 1, 5, 7))
+            .unwrap();
+        let geometry = NetGeometry {
+            scale: 1,
+            multiple: 2,
+        };
+        let y = run_tiled(
+            &x,
+            geometry,
+            TileOptions { tile: 3, pad: 1 },
+            fold,
+            |_, _| Ok(()),
+        )
+        .unwrap();
         assert_eq!(y.dims(), [1, 1, 5, 7]);
-        let same: f32 = (y - &x).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        let same: f32 = (y - &x)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert_eq!(same, 0.0);
         assert_eq!(x.i((0, 0, 4, 6)).unwrap().to_scalar::<f32>().unwrap(), 34.0);
     }

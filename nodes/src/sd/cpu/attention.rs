@@ -12,7 +12,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 #[cfg(target_arch = "x86_64")]
-use super::simd::{Avx2, Avx512};
+use super::simd::Avx2;
 use super::simd::{isa, Isa, Scalar, Simd};
 use super::{f32_data, parallel_for, SharedMut};
 
@@ -227,18 +227,6 @@ struct Kernels {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn pack_avx512(c: &Ctx, bh: usize) {
-    pack::<Avx512>(c, bh)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn block_avx512(c: &Ctx, sc: &mut Scratch, item: usize) {
-    block::<Avx512, 8, 6, 4>(c, sc, item)
-}
-
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn pack_avx2(c: &Ctx, bh: usize) {
     pack::<Avx2>(c, bh)
@@ -260,8 +248,6 @@ unsafe fn block_scalar(c: &Ctx, sc: &mut Scratch, item: usize) {
 
 fn kernels(isa: Isa) -> Kernels {
     match isa {
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx512 => Kernels { lanes: 16, pack: pack_avx512, block: block_avx512 },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => Kernels { lanes: 8, pack: pack_avx2, block: block_avx2 },
         Isa::Scalar => Kernels { lanes: 1, pack: pack_scalar, block: block_scalar },

@@ -4,7 +4,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
 #[cfg(target_arch = "x86_64")]
-use super::simd::{Avx2, Avx512};
+use super::simd::Avx2;
 use super::simd::{gelu_erf, isa, Isa, Scalar, Simd};
 use super::{f32_data, parallel_for, SharedMut};
 
@@ -44,12 +44,6 @@ unsafe fn rows<S: Simd>(job: &Job, item: usize) {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn rows_avx512(job: &Job, item: usize) {
-    rows::<Avx512>(job, item)
-}
-
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn rows_avx2(job: &Job, item: usize) {
     rows::<Avx2>(job, item)
@@ -75,8 +69,6 @@ impl CustomOp1 for FusedGeglu {
         let mut out = vec![0f32; rows * inner];
         let job = Job { h: f32_data(storage, layout)?, out: SharedMut(out.as_mut_ptr()), rows, inner };
         let kernel: unsafe fn(&Job, usize) = match self.isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => rows_avx512,
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => rows_avx2,
             Isa::Scalar => rows_scalar,

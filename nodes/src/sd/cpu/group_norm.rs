@@ -5,7 +5,7 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
 #[cfg(target_arch = "x86_64")]
-use super::simd::{Avx2, Avx512};
+use super::simd::Avx2;
 use super::simd::{silu, Isa, Scalar, Simd};
 use super::{f32_data, parallel_for, SharedMut};
 
@@ -97,12 +97,6 @@ unsafe fn group<S: Simd>(job: &Job, item: usize) {
 }
 
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn group_avx512(job: &Job, item: usize) {
-    group::<Avx512>(job, item)
-}
-
-#[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn group_avx2(job: &Job, item: usize) {
     group::<Avx2>(job, item)
@@ -128,8 +122,6 @@ impl CustomOp1 for FusedGroupNorm {
         let mut out = vec![0f32; n * channels * spatial];
         let job = Job { op: self, x, out: SharedMut(out.as_mut_ptr()), channels, spatial };
         let kernel: unsafe fn(&Job, usize) = match self.isa {
-            #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => group_avx512,
             #[cfg(target_arch = "x86_64")]
             Isa::Avx2 => group_avx2,
             Isa::Scalar => group_scalar,

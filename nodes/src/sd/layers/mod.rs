@@ -9,7 +9,7 @@ mod sampling;
 
 pub use activation::Activation;
 pub(crate) use attention::{sdpa, Attention};
-pub(crate) use norm::{layer_norm, GroupNorm};
+pub(crate) use norm::{layer_norm, GroupNorm, LayerNorm};
 pub(crate) use resnet::{ResnetBlock2D, ResnetConfig};
 pub(crate) use sampling::{Downsample2D, Upsample2D};
 

@@ -1,7 +1,7 @@
 //! Group norm (NCHW) and layer norm (channel-last), as torch computes them.
 
 use candle_core::{DType, Result, Tensor, D};
-use candle_nn::{LayerNorm, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 
 use super::Activation;
 use crate::sd::cpu::group_norm::{self, FusedGroupNorm};
@@ -68,7 +68,31 @@ impl GroupNorm {
     }
 }
 
-/// `torch.nn.LayerNorm` over the last dimension, with affine parameters.
+/// `torch.nn.LayerNorm` over the last dimension, with affine parameters:
+/// candle's fused kernel, or plain ops for float64 (which it lacks).
+#[derive(Clone, Debug)]
+pub(crate) struct LayerNorm {
+    inner: candle_nn::LayerNorm,
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// Normalises `x` over its last dimension.
+    pub(crate) fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        if x.dtype() != DType::F64 {
+            return self.inner.forward(x);
+        }
+        let mean = x.mean_keepdim(D::Minus1)?;
+        let xc = x.broadcast_sub(&mean)?;
+        let var = xc.sqr()?.mean_keepdim(D::Minus1)?;
+        xc.broadcast_div(&(var + self.eps)?.sqrt()?)?.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
+    }
+}
+
+/// Loads a [`LayerNorm`] over `dim` features.
 pub(crate) fn layer_norm(dim: usize, eps: f64, vb: VarBuilder) -> Result<LayerNorm> {
-    Ok(LayerNorm::new(vb.get(dim, "weight")?, vb.get(dim, "bias")?, eps))
+    let (weight, bias) = (vb.get(dim, "weight")?, vb.get(dim, "bias")?);
+    Ok(LayerNorm { inner: candle_nn::LayerNorm::new(weight.clone(), bias.clone(), eps), weight, bias, eps })
 }

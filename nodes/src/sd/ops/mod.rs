@@ -9,6 +9,7 @@
 mod cond;
 mod encode_prompt;
 mod latent;
+mod sample;
 mod vae;
 
 use std::path::Path;
@@ -32,6 +33,7 @@ pub fn register(reg: &mut Registry) {
     reg.register(vae::VaeEncode::new());
     reg.register(latent::EmptyLatent::new());
     reg.register(latent::LatentUpscale::new());
+    reg.register(sample::Sample::new());
     reg.register_decoder(cond::TYPE_TAG, cond::decode);
 }
 

@@ -2,9 +2,12 @@
 //! `BasicTransformerBlock`s with GEGLU feed-forward.
 
 use candle_core::{Module, Result, Tensor};
-use candle_nn::{LayerNorm, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
-use crate::sd::layers::{layer_norm, linear, linear_or_1x1, Attention, GroupNorm};
+use crate::sd::layers::{layer_norm, linear, linear_or_1x1, Attention, GroupNorm, LayerNorm};
+
+/// Token rows per feed-forward chunk.
+const FF_ROWS: usize = 1024;
 
 /// The GEGLU feed-forward: `proj -> a * gelu(b) -> linear`, with the EXACT
 /// (erf) GELU that diffusers uses (the tanh form is measurably off).
@@ -25,7 +28,24 @@ impl FeedForward {
         })
     }
 
+    /// Runs token rows in chunks of [`FF_ROWS`], so the `8 x dim` wide
+    /// intermediate stays small (no huge fresh allocations) and warm in cache.
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let dim = dims[dims.len() - 1];
+        let rows = x.elem_count() / dim;
+        if rows <= FF_ROWS {
+            return self.forward_rows(x);
+        }
+        let x = x.reshape((rows, dim))?;
+        let chunks = (0..rows)
+            .step_by(FF_ROWS)
+            .map(|r| self.forward_rows(&x.narrow(0, r, FF_ROWS.min(rows - r))?))
+            .collect::<Result<Vec<_>>>()?;
+        Tensor::cat(&chunks, 0)?.reshape(dims)
+    }
+
+    fn forward_rows(&self, x: &Tensor) -> Result<Tensor> {
         let h = self.proj.forward(x)?;
         if let Some(y) = crate::sd::cpu::geglu::try_fused(&h)? {
             return self.out.forward(&y);

@@ -1,0 +1,122 @@
+//! Stable Diffusion end to end through the real binary, against diffusers:
+//! the 4-step txt2img trajectories (DDIM, Euler, DPM++ 2M) from the stored
+//! x_T fed as `noise`, and img2img with the stored VAE and noise draws.
+//! Reference: tests/fixtures/tiny-sd (see its README for the settings).
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+use common::{stderr, Sandbox};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd")
+}
+
+fn load(path: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(path, &Device::Cpu).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Asserts `|got - want| <= 1e-4 + 1e-3 * |want|` everywhere; returns the max abs diff.
+fn assert_close(what: &str, got: &Tensor, want: &Tensor) -> f32 {
+    assert_eq!(got.dims(), want.dims(), "{what}: shape");
+    let g: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
+    let w: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
+    let mut max = 0f32;
+    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+        let d = (a - b).abs();
+        max = max.max(d);
+        assert!(d <= 1e-4 + 1e-3 * b.abs(), "{what}[{i}]: got {a}, want {b} (diff {d})");
+    }
+    eprintln!("{what}: max abs diff {max:.2e}");
+    max
+}
+
+fn txt2img_graph(sampler: &str, expected: &Path) -> String {
+    format!(
+        r#"flow: 1
+models:
+  sd: {pipeline}
+nodes:
+  cond: {{ op: sd.encode_prompt, in: {{ model: $sd, prompt: "a photo of a cat", negative: "" }} }}
+  x_t: {{ op: tensor.load, in: {{ path: "{expected}", name: x_T_passed }} }}
+  empty: {{ op: sd.empty_latent, in: {{ model: $sd, width: 16, height: 16 }} }}
+  sample:
+    op: sd.sample
+    in: {{ model: $sd, cond: $cond, latent: $empty, noise: $x_t, steps: 4, cfg: 7.5, sampler: {sampler} }}
+  image: {{ op: sd.vae_decode, in: {{ model: $sd, latent: $sample }} }}
+  save_latent: {{ op: tensor.save, in: {{ tensor: $sample, path: out/latent.safetensors }} }}
+  save_image: {{ op: tensor.save, in: {{ tensor: $image, path: out/image.safetensors }} }}
+  png: {{ op: image.save, in: {{ image: $image, path: out/image.png }} }}
+"#,
+        pipeline = fixtures().join("pipeline").display(),
+        expected = expected.display(),
+    )
+}
+
+fn run_graph(sb: &Sandbox, yaml: &str) {
+    sb.write("g.yaml", yaml);
+    let out = sb.flow(&["run", "g.yaml"]);
+    assert_eq!(out.status.code(), Some(0), "{}\n{}", common::stdout(&out), stderr(&out));
+}
+
+fn only_tensor(path: &Path) -> Tensor {
+    load(path).into_values().next().expect("one tensor")
+}
+
+#[test]
+fn txt2img_trajectories_match_diffusers() {
+    for (sampler, file) in [("ddim", "trajectory_ddim"), ("euler", "trajectory_euler"), ("dpmpp_2m", "trajectory_dpmpp2m")] {
+        let expected_path = fixtures().join(format!("expected/{file}.safetensors"));
+        let expected = load(&expected_path);
+        let sb = Sandbox::new();
+        run_graph(&sb, &txt2img_graph(sampler, &expected_path));
+        let latent = only_tensor(&sb.path().join("out/latent.safetensors"));
+        assert_close(&format!("{sampler} final latent"), &latent, &expected["final_latent"]);
+        let image = only_tensor(&sb.path().join("out/image.safetensors"));
+        assert_close(&format!("{sampler} image"), &image, &expected["image"]);
+        // The PNG matches diffusers' within one step per channel.
+        let got = image_bytes(&sb.path().join("out/image.png"));
+        let want = image_bytes(&fixtures().join(format!("expected/{file}.png")));
+        assert_eq!(got.len(), want.len());
+        assert!(got.iter().zip(&want).all(|(a, b)| a.abs_diff(*b) <= 1), "{sampler} png");
+    }
+}
+
+fn image_bytes(path: &Path) -> Vec<u8> {
+    image::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).to_rgb8().into_raw()
+}
+
+#[test]
+fn img2img_matches_diffusers() {
+    let expected_path = fixtures().join("expected/img2img_ddim.safetensors");
+    let expected = load(&expected_path);
+    let sb = Sandbox::new();
+    let yaml = format!(
+        r#"flow: 1
+models:
+  sd: {pipeline}
+nodes:
+  cond: {{ op: sd.encode_prompt, in: {{ model: $sd, prompt: "a photo of a cat", negative: "" }} }}
+  picture: {{ op: image.load, in: {{ path: "{input}" }} }}
+  eps: {{ op: tensor.load, in: {{ path: "{expected}", name: vae_sample_eps }} }}
+  noise: {{ op: tensor.load, in: {{ path: "{expected}", name: noise }} }}
+  init: {{ op: sd.vae_encode, in: {{ model: $sd, image: $picture, noise: $eps }} }}
+  sample:
+    op: sd.sample
+    in: {{ model: $sd, cond: $cond, latent: $init, noise: $noise, steps: 4, cfg: 7.5, sampler: ddim, denoise: 0.5 }}
+  save_init: {{ op: tensor.save, in: {{ tensor: $init, path: out/init.safetensors }} }}
+  save_latent: {{ op: tensor.save, in: {{ tensor: $sample, path: out/latent.safetensors }} }}
+"#,
+        pipeline = fixtures().join("pipeline").display(),
+        input = fixtures().join("expected/input.png").display(),
+        expected = expected_path.display(),
+    );
+    run_graph(&sb, &yaml);
+    let init = only_tensor(&sb.path().join("out/init.safetensors"));
+    assert_close("img2img init latents", &init, &expected["init_latents"]);
+    let latent = only_tensor(&sb.path().join("out/latent.safetensors"));
+    assert_close("img2img final latent", &latent, &expected["final_latent"]);
+}
