@@ -20,6 +20,7 @@ fn sigint_stops_the_run_and_keeps_finished_results() {
         .args(["run", "--json", "g.yaml"])
         .current_dir(sb.path())
         .env("FLOW_CACHE_DIR", sb.cache_dir())
+        .env("FLOW_MODEL_CACHE", common::test_models_dir())
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

@@ -120,3 +120,18 @@ nodes:
     let latent = only_tensor(&sb.path().join("out/latent.safetensors"));
     assert_close("img2img final latent", &latent, &expected["final_latent"]);
 }
+
+#[test]
+fn hires_fix_reruns_only_the_upscale_when_its_settings_change() {
+    let sb = Sandbox::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::create_dir_all(sb.path().join("graphs")).unwrap();
+    std::fs::copy(root.join("graphs/hires_fix.yaml"), sb.path().join("graphs/hires_fix.yaml")).unwrap();
+    let (code, events) = sb.run_json("graphs/hires_fix.yaml", &["--set", "steps=4"]);
+    assert_eq!(code, 0, "{events:#?}");
+    assert_eq!(common::executed(&events).len(), 8);
+    let (code, events) = sb.run_json("graphs/hires_fix.yaml", &["--set", "steps=4", "--set", "tile=32"]);
+    assert_eq!(code, 0, "{events:#?}");
+    assert_eq!(common::executed(&events), ["save", "upscaled"]);
+    assert!(sb.path().join("graphs/out/hires-42.png").exists());
+}

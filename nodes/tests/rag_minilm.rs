@@ -204,19 +204,27 @@ fn throughput() {
     }
     let enc = encoder();
     enc.embed(&["warm up"], 1).unwrap();
+    let reps: usize = std::env::var("REPS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
     for (name, texts) in [("sentences", &sentences), ("chunks", &chunks)] {
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
         let tokens: usize = enc.token_ids(&texts).unwrap().iter().map(|t| t.ids.len()).sum();
-        for batch in [1, 32] {
-            let (t, cpu) = (Instant::now(), cpu_seconds());
-            enc.embed(&texts, batch).unwrap();
-            let (wall, cpu) = (t.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+        let mut best = [(0f64, 0f64); 2];
+        for _ in 0..reps {
+            for (b, batch) in [1, 32].into_iter().enumerate() {
+                let (t, cpu) = (Instant::now(), cpu_seconds());
+                enc.embed(&texts, batch).unwrap();
+                let (wall, cpu) = (t.elapsed().as_secs_f64(), cpu_seconds() - cpu);
+                let n = texts.len() as f64;
+                best[b] = (best[b].0.max(n / wall), best[b].1.max(n / cpu));
+            }
+        }
+        for (b, batch) in [1, 32].into_iter().enumerate() {
             eprintln!(
-                "{name:>9}, batch {batch:>2}: {} texts of {:.0} tokens: {:.1} embeddings/s ({:.1}/s of CPU time)",
+                "{name:>9}, batch {batch:>2}: {} texts of {:.0} tokens: {:.1} embeddings/s ({:.1}/s of CPU time), best of {reps}",
                 texts.len(),
                 tokens as f64 / texts.len() as f64,
-                texts.len() as f64 / wall,
-                texts.len() as f64 / cpu
+                best[b].0,
+                best[b].1
             );
         }
     }

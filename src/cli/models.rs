@@ -13,9 +13,12 @@ use super::common::cache_dir;
 use super::table::Table;
 use super::{EXIT_FAILED, EXIT_OK};
 
-/// The model store under the cache folder, with the built-in tiny models.
+/// The model store, with the built-in tiny models. Models live in the
+/// `models/` folder of `$FLOW_MODEL_CACHE` if set (to share downloaded models
+/// between cache folders), else of the cache folder.
 pub fn store(dir: &Option<PathBuf>) -> Arc<ModelStore> {
-    let store = ModelStore::new(cache_dir(dir));
+    let root = std::env::var_os("FLOW_MODEL_CACHE").filter(|v| !v.is_empty()).map(PathBuf::from);
+    let store = ModelStore::new(root.unwrap_or_else(|| cache_dir(dir)));
     flow_nodes::register_tiny_models(&store);
     Arc::new(store)
 }

@@ -7,6 +7,14 @@ use std::process::{Command, Output};
 
 use serde_json::Value as Json;
 
+/// Where tests keep downloaded models, shared by every test of a run:
+/// `$FLOW_TEST_MODELS_DIR`, else `target/test-models`.
+pub fn test_models_dir() -> PathBuf {
+    std::env::var_os("FLOW_TEST_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-models"))
+}
+
 /// A temporary project folder with its own cache folder.
 pub struct Sandbox {
     pub dir: tempfile::TempDir,
@@ -41,6 +49,7 @@ impl Sandbox {
             .args(args)
             .current_dir(self.path())
             .env("FLOW_CACHE_DIR", self.cache_dir())
+            .env("FLOW_MODEL_CACHE", test_models_dir())
             .env_remove("FLOW_MEMORY_BUDGET")
             .output()
             .expect("run flow")

@@ -116,36 +116,56 @@ pub fn argmax(logits: &[f32]) -> u32 {
     best as u32
 }
 
-/// The tokens that may be drawn, with their probabilities (summing to 1),
-/// most likely first (ties by id).
+/// The tokens that may be drawn, with their probabilities (summing to 1):
+/// most likely first (ties by id) when top-k or top-p cut the vocabulary,
+/// else every token in id order. The result does not depend on how the
+/// standard library selects and sorts (the order is total), so a seed gives
+/// the same draws with every toolchain.
 pub fn candidates(logits: &[f32], temperature: f64, top_k: Option<usize>, top_p: Option<f64>) -> Vec<(u32, f64)> {
-    let mut order: Vec<u32> = (0..logits.len() as u32).filter(|&i| !logits[i as usize].is_nan()).collect();
+    let valid: Vec<u32> = (0..logits.len() as u32).filter(|&i| !logits[i as usize].is_nan()).collect();
+    let Some(max) = valid.iter().map(|&i| logits[i as usize]).max_by(f32::total_cmp) else { return vec![(0, 1.0)] };
+    let weight = |i: u32| ((logits[i as usize] as f64 - max as f64) / temperature).exp();
     let cmp = |a: &u32, b: &u32| logits[*b as usize].total_cmp(&logits[*a as usize]).then(a.cmp(b));
-    if let Some(k) = top_k.filter(|&k| k < order.len()) {
-        order.select_nth_unstable_by(k - 1, cmp);
-        order.truncate(k);
-    }
-    order.sort_unstable_by(cmp);
-    let Some(&first) = order.first() else { return vec![(0, 1.0)] };
-    let max = logits[first as usize] as f64;
-    let mut probs: Vec<(u32, f64)> =
-        order.iter().map(|&i| (i, ((logits[i as usize] as f64 - max) / temperature).exp())).collect();
-    let total: f64 = probs.iter().map(|p| p.1).sum();
-    probs.iter_mut().for_each(|p| p.1 /= total);
-    if let Some(p) = top_p.filter(|&p| p < 1.0) {
+    // The `k` most likely of `ids`, sorted.
+    let best = |ids: &[u32], k: usize| -> Vec<u32> {
+        let mut ids = ids.to_vec();
+        if k < ids.len() {
+            ids.select_nth_unstable_by(k - 1, cmp);
+            ids.truncate(k);
+        }
+        ids.sort_unstable_by(cmp);
+        ids
+    };
+    let pool = match top_k {
+        Some(k) if k < valid.len() => best(&valid, k),
+        _ => valid,
+    };
+    let total: f64 = pool.iter().map(|&i| weight(i)).sum();
+    let Some(p) = top_p.filter(|&p| p < 1.0) else {
+        return pool.into_iter().map(|i| (i, weight(i) / total)).collect();
+    };
+    // Top-p needs the most likely tokens in order, rarely more than a few
+    // dozen: sort a growing head of the pool until it holds mass p.
+    let mut head = 64;
+    loop {
+        let sorted = best(&pool, head.min(pool.len()));
         let mut cumulative = 0.0;
-        let keep = probs
-            .iter()
-            .position(|&(_, q)| {
-                cumulative += q;
-                cumulative >= p
-            })
-            .map_or(probs.len(), |i| i + 1);
-        probs.truncate(keep);
-        let total: f64 = probs.iter().map(|p| p.1).sum();
-        probs.iter_mut().for_each(|p| p.1 /= total);
+        let mut probs = Vec::new();
+        for &i in &sorted {
+            let q = weight(i) / total;
+            probs.push((i, q));
+            cumulative += q;
+            if cumulative >= p {
+                break;
+            }
+        }
+        if cumulative >= p || sorted.len() == pool.len() {
+            let kept: f64 = probs.iter().map(|c| c.1).sum();
+            probs.iter_mut().for_each(|c| c.1 /= kept);
+            return probs;
+        }
+        head *= 4;
     }
-    probs
 }
 
 /// The candidate that `u` in `[0, 1)` falls on in the cumulative distribution.
@@ -250,17 +270,22 @@ mod tests {
     fn top_k_and_top_p_cut_the_candidates() {
         let logits = [1.0f32, 4.0, 3.0, 2.0, 0.0];
         let all = candidates(&logits, 1.0, None, None);
-        assert_eq!(all.iter().map(|c| c.0).collect::<Vec<_>>(), [1, 2, 3, 0, 4]);
+        assert_eq!(all.iter().map(|c| c.0).collect::<Vec<_>>(), [0, 1, 2, 3, 4], "id order without a cut");
         assert!((all.iter().map(|c| c.1).sum::<f64>() - 1.0).abs() < 1e-12);
         let k2 = candidates(&logits, 1.0, Some(2), None);
         assert_eq!(k2.iter().map(|c| c.0).collect::<Vec<_>>(), [1, 2]);
         let e = std::f64::consts::E;
         assert!((k2[0].1 - e / (e + 1.0)).abs() < 1e-12);
-        // p(1) = 0.644, p(2) = 0.237: 0.7 needs both, 0.5 the first alone.
+        // p(1) = 0.636, p(2) = 0.234: 0.7 needs both, 0.5 the first alone.
         assert_eq!(candidates(&logits, 1.0, None, Some(0.7)).len(), 2);
         assert_eq!(candidates(&logits, 1.0, None, Some(0.5)).len(), 1);
         // A high temperature flattens the distribution: 0.7 then needs more.
         assert!(candidates(&logits, 10.0, None, Some(0.7)).len() > 2);
+        // Top-p beyond the first sorted head: half of a flat distribution.
+        let half = candidates(&vec![0.0f32; 10_000], 1.0, None, Some(0.50005));
+        assert_eq!(half.len(), 5001);
+        assert_eq!((half[0].0, half[5000].0), (0, 5000), "ties go by id");
+        assert!((half[0].1 - 1.0 / 5001.0).abs() < 1e-12);
         // top-k 1 is greedy whatever the temperature.
         let mut s = Sampler::new(SamplingParams { top_k: Some(1), temperature: 5.0, ..SamplingParams::default() });
         assert!((0..20).all(|_| s.sample(&mut logits.clone(), &[]) == 1));
