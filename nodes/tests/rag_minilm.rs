@@ -34,9 +34,7 @@ fn minilm() -> &'static ResolvedModel {
         let root = std::env::var_os("FLOW_TEST_MODELS_DIR")
             .filter(|d| !d.is_empty())
             .map_or_else(|| workspace().join("target/test-models"), PathBuf::from);
-        ModelStore::new(root)
-            .resolve_str("minilm", &workspace(), &no_progress)
-            .expect("fetching the minilm model")
+        ModelStore::new(root).resolve_str("minilm", &workspace(), &no_progress).expect("fetching the minilm model")
     })
 }
 
@@ -138,7 +136,7 @@ fn embed_text_op_gives_the_reference_and_then_reads_its_memo() {
     let mut reg = flow_engine::Registry::new();
     flow_nodes::rag::register_with_memo_dir(&mut reg, Some(memo.path().to_path_buf()));
     let op = reg.get("embed.text").unwrap().clone();
-    let texts = Value::list(SENTENCES.iter().map(|s| Value::text(s)).collect());
+    let texts = Value::list(SENTENCES.iter().map(Value::text).collect());
     let inputs = Inputs::new(
         [
             ("model".to_string(), minilm().clone().into_value()),

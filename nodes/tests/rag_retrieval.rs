@@ -22,8 +22,8 @@ use flow_engine::graph::{self, DeviceChoice, Override};
 use flow_engine::models::{no_progress, ModelStore, ResolvedModel, StoreResolver};
 use flow_engine::run::{PlanOptions, RunReport};
 use flow_engine::{
-    CancelToken, Engine, EngineConfig, Event, EventSink, Inputs, NodeStatus, OpContext, Outputs, Provenance,
-    Registry, Value,
+    CancelToken, Engine, EngineConfig, Event, EventSink, Inputs, NodeStatus, OpContext, Outputs, Provenance, Registry,
+    Value,
 };
 use flow_nodes::rag::{chunk_spans, Unit};
 
@@ -32,7 +32,7 @@ const SIZE: usize = 96;
 const OVERLAP: usize = 16;
 
 /// Questions and the corpus file that answers each.
-const LABELLED: [(&str, &str); 16] = [
+const LABELLED: [(&str, &str); 22] = [
     ("Who looked after the lamp before lighthouses were automated?", "corpus/lighthouses.md"),
     ("How does a forager show the other bees where the flowers are?", "corpus/honeybees.md"),
     ("Which kind of volcano is built up from runny basalt lava?", "corpus/volcanoes.md"),
@@ -49,6 +49,12 @@ const LABELLED: [(&str, &str); 16] = [
     ("Which protein is probably the most abundant on Earth?", "corpus/photosynthesis.txt"),
     ("What happens when a cache file on disk is corrupted?", "corpus/flow_cache.md"),
     ("How did sailors recognise which light they were seeing?", "corpus/lighthouses.md"),
+    ("Why do leaves look green?", "corpus/photosynthesis.txt"),
+    ("Can two threads write to the same data at the same time?", "corpus/rust_ownership.md"),
+    ("Which opening sacrifices a pawn for faster development?", "corpus/chess_openings.md"),
+    ("How do I get big irregular holes in my loaf?", "corpus/sourdough.txt"),
+    ("Why is the day getting slightly longer over the centuries?", "corpus/tides.md"),
+    ("How coarse should the grounds be for a French press?", "corpus/coffee.md"),
 ];
 
 fn workspace() -> PathBuf {
@@ -92,12 +98,8 @@ fn registry(memo: &Path) -> Registry {
 
 fn run_op(reg: &Registry, name: &str, given: Vec<(&str, Value)>, ctx: &OpContext) -> Outputs {
     let op = reg.get(name).unwrap();
-    let mut values: BTreeMap<String, Value> = op
-        .spec()
-        .inputs
-        .iter()
-        .filter_map(|p| p.default.clone().map(|d| (p.name.to_string(), d)))
-        .collect();
+    let mut values: BTreeMap<String, Value> =
+        op.spec().inputs.iter().filter_map(|p| p.default.clone().map(|d| (p.name.to_string(), d))).collect();
     values.extend(given.into_iter().map(|(k, v)| (k.to_string(), v)));
     let out = op.run(&Inputs::new(values), ctx).unwrap_or_else(|e| panic!("{name}: {e:#}"));
     out.check_against(op.spec()).unwrap();
@@ -256,12 +258,8 @@ nodes:
     )
     .unwrap();
     let resolver = Arc::new(StoreResolver::new(Arc::new(ModelStore::new(models_root())), Arc::new(|_| {})));
-    let config = EngineConfig {
-        cache_dir: None,
-        memory_budget: 256 << 20,
-        cpu_slots: 1,
-        default_device: DeviceChoice::Cpu,
-    };
+    let config =
+        EngineConfig { cache_dir: None, memory_budget: 256 << 20, cpu_slots: 1, default_device: DeviceChoice::Cpu };
     minilm();
     let engine = Engine::new(registry(memo.path()), resolver, config).unwrap();
 

@@ -23,7 +23,7 @@ use flow_nodes::sd::scheduler::{
 const GUIDANCE: f64 = 7.5;
 
 fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd/expected")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-sd/expected")
 }
 
 /// The tensors and the resolved scheduler config of fixture `name`.

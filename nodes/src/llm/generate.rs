@@ -276,7 +276,13 @@ impl Op for Generate {
         let model = model
             .as_object::<ResolvedModel>()
             .ok_or_else(|| anyhow!("input `model` should be a model, got {}", model.value_type()))?;
-        let plan = LoadPlan::new(&model.path, precision).map_err(|e| anyhow!("model `{}`: {e:#}", model.reference))?;
+        // The plan reads the model's headers (tens of ms for a GGUF
+        // vocabulary): keep it beside the model.
+        let plan_key = model.pool_key(ctx.device(), &format!("llm-plan-{}", precision.name()));
+        let plan = ctx
+            .models()
+            .get_or_load(&plan_key, std::mem::size_of::<LoadPlan>() as u64, || LoadPlan::new(&model.path, precision))
+            .map_err(|e| anyhow!("model `{}`: {e:#}", model.reference))?;
         let key = model.pool_key(ctx.device(), plan.loader);
         let lm = ctx
             .models()

@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -133,7 +133,7 @@ impl LoadPlan {
     pub fn new(path: &Path, precision: Precision) -> Result<LoadPlan> {
         match Layout::find(path)? {
             Layout::Gguf(file) => {
-                let ct = read_gguf(&file)?;
+                let (ct, _) = open_gguf(&file)?;
                 let (mut stored, mut f32_bytes) = (0u64, 0u64);
                 for info in ct.tensor_infos.values() {
                     let n = info.shape.elem_count() as u64;
@@ -363,15 +363,16 @@ impl Session<'_> {
     }
 }
 
-fn read_gguf(path: &Path) -> Result<Content> {
-    let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    Content::read(&mut f).map_err(|e| anyhow!("{} is not a readable GGUF file: {e}", path.display()))
+/// Opens a GGUF file (buffered: the metadata is read in many small pieces).
+fn open_gguf(path: &Path) -> Result<(Content, BufReader<File>)> {
+    let f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut reader = BufReader::new(f);
+    let ct = Content::read(&mut reader).map_err(|e| anyhow!("{} is not a readable GGUF file: {e}", path.display()))?;
+    Ok((ct, reader))
 }
 
 fn load_gguf(path: &Path, device: &Device, precision: Precision) -> Result<LanguageModel> {
-    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let mut ct =
-        Content::read(&mut file).map_err(|e| anyhow!("{} is not a readable GGUF file: {e}", path.display()))?;
+    let (mut ct, mut file) = open_gguf(path)?;
     let md_str = |key: &str| ct.metadata.get(key).and_then(|v| v.to_string().ok()).cloned();
     let md_u32 = |key: &str| ct.metadata.get(key).and_then(|v| value_u32(v).ok());
     let arch = md_str("general.architecture").unwrap_or_default();
@@ -432,8 +433,8 @@ fn load_gguf(path: &Path, device: &Device, precision: Precision) -> Result<Langu
 /// Serves a GGUF file's tensors dequantized to f32, as if read from an f32
 /// GGUF file: `quantized_llama` loads from it unchanged, and only one tensor
 /// at a time is held in its f32 form besides the loaded weights.
-struct Dequantizer<'a> {
-    file: &'a mut File,
+struct Dequantizer<'a, R> {
+    file: &'a mut R,
     data_offset: u64,
     /// Original tensors, by start in the f32 layout (sorted).
     tensors: Vec<(u64, u64, TensorInfo)>,
@@ -442,10 +443,10 @@ struct Dequantizer<'a> {
     current: Option<(usize, Vec<u8>)>,
 }
 
-impl<'a> Dequantizer<'a> {
+impl<'a, R: Read + Seek> Dequantizer<'a, R> {
     /// Moves the tensors of `ct` into a reader of their f32 form; returns the
     /// content describing that form (with `ct`'s metadata) and the reader.
-    fn new(ct: &mut Content, file: &'a mut File) -> Result<(Content, Dequantizer<'a>)> {
+    fn new(ct: &mut Content, file: &'a mut R) -> Result<(Content, Dequantizer<'a, R>)> {
         let mut originals: Vec<(String, TensorInfo)> = std::mem::take(&mut ct.tensor_infos).into_iter().collect();
         originals.sort_by_key(|(_, info)| info.offset);
         let mut infos = HashMap::new();
@@ -485,7 +486,7 @@ impl<'a> Dequantizer<'a> {
     }
 }
 
-impl Read for Dequantizer<'_> {
+impl<R: Read + Seek> Read for Dequantizer<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         if self.pos >= self.len || buf.is_empty() {
             return Ok(0);
@@ -502,7 +503,7 @@ impl Read for Dequantizer<'_> {
     }
 }
 
-impl Seek for Dequantizer<'_> {
+impl<R: Read + Seek> Seek for Dequantizer<'_, R> {
     fn seek(&mut self, to: SeekFrom) -> std::io::Result<u64> {
         let pos = match to {
             SeekFrom::Start(n) => Some(n),

@@ -2,15 +2,16 @@
 //! weights, a small byte-level BPE tokenizer and a ChatML chat template, so
 //! that LLM graphs and tests run in milliseconds without downloads.
 //!
-//! Files: `config.json` (2 layers, d 64, 4 heads / 2 KV heads, tied
-//! embeddings), `model.safetensors` (f32), `tokenizer.json` (the 256 byte
+//! Files: `config.json` (2 layers, d 64, 4 heads / 2 KV heads),
+//! `model.safetensors` (f32), `tokenizer.json` (the 256 byte
 //! tokens, merges that spell a few hundred common English pieces, and the
 //! specials `<|endoftext|>`, `<|im_start|>`, `<|im_end|>`),
 //! `tokenizer_config.json` (chat template, BOS/EOS). Every tensor has its own
-//! SplitMix64 stream seeded from its name. The token embeddings are drawn
-//! wide (std 0.5) so that the next-token distributions are peaked, as a
-//! trained model's are: greedy, top-k, top-p and repeat penalty then make
-//! visible differences.
+//! SplitMix64 stream seeded from its name. The output projection is drawn
+//! wide enough that next-token distributions are peaked, as a trained
+//! model's are (greedy, top-k, top-p and the repeat penalty then make visible
+//! differences), and it is not tied to the embeddings, which would make the
+//! model repeat its last token forever.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -36,7 +37,9 @@ const HEADS: usize = 4;
 const KV_HEADS: usize = 2;
 const MAX_POSITIONS: usize = 1024;
 const SPECIALS: [&str; 3] = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"];
-const EMBEDDING_STD: f32 = 0.5;
+/// Spread of the output projection: next-token logits then have a standard
+/// deviation of about 2.4 (the final norm makes hidden states of RMS 1).
+const LM_HEAD_STD: f32 = 0.3;
 
 /// Words spelled out by the merges (each also with a leading space).
 const WORDS: &str = "the of and to in is was for on that with as by at from it his an were are which this be \
@@ -130,7 +133,8 @@ pub fn generate_tiny_llama(dir: &Path) -> Result<()> {
     };
     let ones = |n: usize| Tensor::ones(n, candle_core::DType::F32, &Device::Cpu);
     let linear = |name: &str, out: usize, inp: usize| normal(name, &[out, inp], 1.0 / (inp as f32).sqrt());
-    add("model.embed_tokens.weight".into(), normal("model.embed_tokens.weight", &[vocab_size, HIDDEN], EMBEDDING_STD)?);
+    add("model.embed_tokens.weight".into(), normal("model.embed_tokens.weight", &[vocab_size, HIDDEN], 1.0)?);
+    add("lm_head.weight".into(), normal("lm_head.weight", &[vocab_size, HIDDEN], LM_HEAD_STD)?);
     add("model.norm.weight".into(), ones(HIDDEN)?);
     for i in 0..LAYERS {
         let p = format!("model.layers.{i}");
@@ -165,7 +169,7 @@ pub fn generate_tiny_llama(dir: &Path) -> Result<()> {
         "rope_theta": 10000.0,
         "bos_token_id": 1,
         "eos_token_id": 2,
-        "tie_word_embeddings": true,
+        "tie_word_embeddings": false,
         "torch_dtype": "float32",
     });
     let tokenizer_config: BTreeMap<&str, serde_json::Value> = BTreeMap::from([

@@ -124,10 +124,8 @@ pub(crate) fn find_documents(graph_dir: &Path, path: &str) -> Result<Vec<(PathBu
     } else {
         let full = fsutil::resolve(graph_dir, path);
         if full.is_dir() {
-            let files: Vec<PathBuf> = glob::find_files(&full, &["**".into(), "*".into()])?
-                .into_iter()
-                .filter(is_text)
-                .collect();
+            let files: Vec<PathBuf> =
+                glob::find_files(&full, &["**".into(), "*".into()])?.into_iter().filter(is_text).collect();
             if files.is_empty() {
                 bail!("the folder `{}` holds no .txt or .md file", full.display());
             }
@@ -138,10 +136,13 @@ pub(crate) fn find_documents(graph_dir: &Path, path: &str) -> Result<Vec<(PathBu
             bail!("`{}` does not exist", full.display());
         }
     };
-    let mut named: Vec<(PathBuf, String)> = files.into_iter().map(|f| {
-        let shown = shown_path(graph_dir, &f);
-        (f, shown)
-    }).collect();
+    let mut named: Vec<(PathBuf, String)> = files
+        .into_iter()
+        .map(|f| {
+            let shown = shown_path(graph_dir, &f);
+            (f, shown)
+        })
+        .collect();
     named.sort_by(|a, b| a.1.cmp(&b.1));
     Ok(named)
 }
@@ -150,11 +151,7 @@ pub(crate) fn find_documents(graph_dir: &Path, path: &str) -> Result<Vec<(PathBu
 /// else as it is.
 fn shown_path(graph_dir: &Path, file: &Path) -> String {
     match file.strip_prefix(graph_dir) {
-        Ok(rel) => rel
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy())
-            .collect::<Vec<_>>()
-            .join("/"),
+        Ok(rel) => rel.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/"),
         Err(_) => file.to_string_lossy().into_owned(),
     }
 }

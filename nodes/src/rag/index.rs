@@ -28,11 +28,7 @@ impl IndexBuild {
                     ),
                     PortSpec::new("chunks", ValueType::Chunks, "the N chunks the embeddings stand for"),
                 ],
-                outputs: vec![PortSpec::new(
-                    "index",
-                    ValueType::Index,
-                    "the index, searched with index.search",
-                )],
+                outputs: vec![PortSpec::new("index", ValueType::Index, "the index, searched with index.search")],
                 output: false,
                 cost: Cost::Heavy,
             },

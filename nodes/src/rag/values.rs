@@ -192,9 +192,8 @@ impl Index {
     /// Rows are L2-normalised here (a zero row stays zero), so a dot product
     /// with a unit query is the cosine similarity.
     pub fn new(vectors: &Tensor, chunks: Chunks) -> Result<Index> {
-        let (n, d) = vectors
-            .dims2()
-            .map_err(|_| anyhow!("embeddings should be [N, D], got shape {:?}", vectors.dims()))?;
+        let (n, d) =
+            vectors.dims2().map_err(|_| anyhow!("embeddings should be [N, D], got shape {:?}", vectors.dims()))?;
         ensure!(
             n == chunks.chunks.len(),
             "the embeddings have {n} rows but there are {} chunks; embed the same chunks that \
@@ -260,10 +259,8 @@ impl Index {
 
     fn from_plain(plain: &Value) -> Result<Index> {
         let m = plain_map(plain, "index")?;
-        let vectors = m
-            .get("vectors")
-            .and_then(Value::as_tensor)
-            .ok_or_else(|| anyhow!("cached index lacks its vectors"))?;
+        let vectors =
+            m.get("vectors").and_then(Value::as_tensor).ok_or_else(|| anyhow!("cached index lacks its vectors"))?;
         let chunks = Chunks::from_plain(m.get("chunks").ok_or_else(|| anyhow!("cached index lacks its chunks"))?)?;
         let (n, dim) = vectors.dims2()?;
         ensure!(n == chunks.chunks.len(), "cached index has {n} vectors for {} chunks", chunks.chunks.len());
@@ -349,9 +346,7 @@ mod tests {
 
     #[test]
     fn docs_and_chunks_round_trip_through_their_plain_forms() {
-        let docs = Docs {
-            docs: vec![Document { path: "a.md".into(), text: "alpha\n".into() }],
-        };
+        let docs = Docs { docs: vec![Document { path: "a.md".into(), text: "alpha\n".into() }] };
         let back = registry().decode_object(DOCS_TAG, &docs.to_plain().unwrap()).unwrap();
         assert_eq!(back.value_type(), ValueType::Docs);
         assert_eq!(back.as_object::<Docs>().unwrap(), &docs);
@@ -379,6 +374,23 @@ mod tests {
         let back = back.as_object::<Index>().unwrap();
         assert_eq!(back.chunks(), index.chunks());
         assert_eq!((back.vectors.as_slice(), back.dim), (index.vectors.as_slice(), 2));
+    }
+
+    #[test]
+    fn every_value_survives_the_disk_cache_format() {
+        let docs = Docs { docs: vec![Document { path: "a.md".into(), text: "é\n".into() }] };
+        let v = Tensor::new(&[[1f32, 0.0], [0.6, 0.8]], &Device::Cpu).unwrap();
+        let index = Index::new(&v, chunks()).unwrap();
+        let mut out = flow_engine::Outputs::new();
+        out.set("docs", docs.clone().into_value());
+        out.set("chunks", chunks().into_value());
+        out.set("index", index.clone().into_value());
+        let bytes = flow_engine::cache::codec::encode(&out).unwrap().expect("persistable");
+        let back = flow_engine::cache::codec::decode(&bytes, &registry()).unwrap();
+        assert_eq!(back.get("docs").unwrap().as_object::<Docs>().unwrap(), &docs);
+        assert_eq!(back.get("chunks").unwrap().as_object::<Chunks>().unwrap(), &chunks());
+        let back_index = back.get("index").unwrap().as_object::<Index>().unwrap();
+        assert_eq!((back_index.vectors.as_slice(), back_index.chunks()), (index.vectors.as_slice(), index.chunks()));
     }
 
     #[test]

@@ -103,6 +103,9 @@ mod tests {
         let worst = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
         assert!(worst < 2e-6, "max |gelu difference| {worst:e}");
         let strided = Tensor::new(&[[1f32, 2.0], [3.0, 4.0]], &candle_core::Device::Cpu).unwrap().t().unwrap();
-        assert_eq!(gelu_erf(&strided).unwrap().to_vec2::<f32>().unwrap(), strided.gelu_erf().unwrap().to_vec2::<f32>().unwrap());
+        assert_eq!(
+            gelu_erf(&strided).unwrap().to_vec2::<f32>().unwrap(),
+            strided.gelu_erf().unwrap().to_vec2::<f32>().unwrap()
+        );
     }
 }

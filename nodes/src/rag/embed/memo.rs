@@ -50,12 +50,7 @@ impl EmbeddingMemo {
         if blake3::hash(&bytes[..body]).as_bytes() != &bytes[body..] {
             return None;
         }
-        Some(
-            bytes[MAGIC.len()..body]
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect(),
-        )
+        Some(bytes[MAGIC.len()..body].chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
     }
 
     /// Stores `vector` for the text hashing to `text_hash`.
@@ -71,11 +66,7 @@ impl EmbeddingMemo {
         let dir = path.parent().unwrap_or(&self.dir);
         fs::create_dir_all(dir).map_err(|e| anyhow!("cannot create `{}`: {e}", dir.display()))?;
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let tmp = dir.join(format!(
-            ".{}-{}.tmp",
-            std::process::id(),
-            COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
+        let tmp = dir.join(format!(".{}-{}.tmp", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed)));
         // No fsync: a torn entry fails its hash on read and is recomputed.
         let written = fs::write(&tmp, &bytes).and_then(|()| fs::rename(&tmp, &path));
         if let Err(e) = written {

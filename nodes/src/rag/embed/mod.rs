@@ -15,7 +15,7 @@ use candle_core::{Device, Tensor};
 use flow_engine::models::ResolvedModel;
 use flow_engine::{Cost, Inputs, Op, OpContext, OpSpec, Outputs, PortSpec, Value, ValueType};
 
-pub use bert::{Pooling, SentenceEncoder, TokenIds};
+pub use bert::{Pooling, SentenceEncoder, TokenIds, TOKENS_PER_PASS};
 use memo::EmbeddingMemo;
 
 use super::values::Chunks;
@@ -30,12 +30,11 @@ pub(crate) const DEFAULT_BATCH: i64 = 32;
 /// The `model` input of an op, as a resolved model.
 pub(crate) fn model_input<'a>(inputs: &'a Inputs, port: &str) -> Result<&'a ResolvedModel> {
     let v = inputs.value(port)?;
-    v.as_object::<ResolvedModel>()
-        .ok_or_else(|| anyhow!("input `{port}` should be a model, got {}", v.value_type()))
+    v.as_object::<ResolvedModel>().ok_or_else(|| anyhow!("input `{port}` should be a model, got {}", v.value_type()))
 }
 
 /// The sentence encoder of `model` on the node's device, from the model pool.
-pub fn load_encoder(ctx: &OpContext, model: &ResolvedModel) -> Result<Arc<SentenceEncoder>> {
+fn load_encoder(ctx: &OpContext, model: &ResolvedModel) -> Result<Arc<SentenceEncoder>> {
     let key = model.pool_key(ctx.device(), LOADER);
     let bytes = std::fs::metadata(model.dir().join("model.safetensors")).map_or(0, |m| m.len());
     ctx.models().get_or_load(&key, bytes, || SentenceEncoder::load(model.dir(), ctx.device()))
@@ -55,15 +54,10 @@ pub(crate) fn embed_texts(
 ) -> Result<(Vec<f32>, usize)> {
     let encoder = load_encoder(ctx, model)?;
     let dim = encoder.dim();
-    let root = memo_root
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| flow_engine::cache::default_cache_dir().join("embeddings"));
-    let recipe = format!(
-        "{LOADER}|{}|max_len={}|pooling={:?}",
-        model.fingerprint,
-        encoder.max_len(),
-        encoder.pooling()
-    );
+    let root =
+        memo_root.map(Path::to_path_buf).unwrap_or_else(|| flow_engine::cache::default_cache_dir().join("embeddings"));
+    let recipe =
+        format!("{LOADER}|{}|max_len={}|pooling={:?}", model.fingerprint, encoder.max_len(), encoder.pooling());
     let memo = EmbeddingMemo::new(&root, &recipe, dim);
 
     let hashes: Vec<blake3::Hash> = texts.iter().map(|t| blake3::hash(t.as_bytes())).collect();
@@ -126,8 +120,7 @@ fn texts_of(value: &Value) -> Result<Vec<&str>> {
             .iter()
             .enumerate()
             .map(|(i, v)| {
-                v.as_text()
-                    .ok_or_else(|| anyhow!("input `texts`: item {i} should be text, got {}", v.value_type()))
+                v.as_text().ok_or_else(|| anyhow!("input `texts`: item {i} should be text, got {}", v.value_type()))
             })
             .collect(),
         other => match other.as_object::<Chunks>() {
@@ -212,9 +205,7 @@ mod tests {
         assert_eq!(texts_of(&Value::text("a")).unwrap(), ["a"]);
         let list = Value::list(vec![Value::text("a"), Value::text("b")]);
         assert_eq!(texts_of(&list).unwrap(), ["a", "b"]);
-        let chunks = Chunks {
-            chunks: vec![Chunk { path: "p".into(), start: 0, end: 1, text: "c".into() }],
-        };
+        let chunks = Chunks { chunks: vec![Chunk { path: "p".into(), start: 0, end: 1, text: "c".into() }] };
         assert_eq!(texts_of(&chunks.into_value()).unwrap(), ["c"]);
         let err = texts_of(&Value::list(vec![Value::Int(1)])).unwrap_err().to_string();
         assert!(err.contains("item 0 should be text"), "{err}");

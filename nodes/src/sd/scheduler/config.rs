@@ -204,6 +204,11 @@ impl SchedulerConfig {
         }
     }
 
+    /// What the model predicts (`prediction_type`, default epsilon).
+    pub(crate) fn prediction(&self) -> PredictionType {
+        self.prediction_type.unwrap_or(PredictionType::Epsilon)
+    }
+
     /// Errors when dynamic thresholding is on (DDIM, DPM-Solver, UniPC know it).
     pub(crate) fn reject_thresholding(&self, sampler: &str) -> Result<()> {
         if self.thresholding == Some(true) {

@@ -45,7 +45,7 @@ impl Ddim {
             alphas_cumprod: ac,
             timesteps,
             step_ratio: n_train / steps,
-            prediction: cfg.prediction_type.unwrap_or(PredictionType::Epsilon),
+            prediction: cfg.prediction(),
             clip_range: cfg
                 .clip_sample
                 .unwrap_or(true)
@@ -72,18 +72,6 @@ impl Scheduler for Ddim {
 
     fn sigmas(&self) -> Option<&[f64]> {
         None
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(
-        &self,
-        sample: &Tensor,
-        _step_index: usize,
-    ) -> candle_core::Result<Tensor> {
-        Ok(sample.clone())
     }
 
     fn step(

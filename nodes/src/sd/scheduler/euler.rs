@@ -1,5 +1,6 @@
 //! `euler`: diffusers `EulerDiscreteScheduler` (Karras et al. 2022, algorithm
-//! 2 without churn, as the SD pipelines call it).
+//! 2 without churn, as the SD pipelines call it). Its ancestral variant is
+//! built in `euler_ancestral.rs`.
 
 use anyhow::{bail, Result};
 use candle_core::Tensor;
@@ -8,17 +9,17 @@ use super::config::{
     FinalSigmasType, InterpolationType, PredictionType, SchedulerConfig, TimestepSpacing,
     TimestepType,
 };
-use super::schedule::{check_steps, inference_sigmas, spaced_timesteps, TrainSchedule};
-use super::{at, NoiseFn, Scheduler};
+use super::euler_ancestral::ancestral_sigmas;
+use super::schedule::{check_steps, spaced_timesteps, SigmaTable, TrainSchedule};
+use super::{at, draw_noise, NoiseFn, Scheduler};
 
 /// The timesteps and sigmas shared by the two Euler samplers.
 pub(super) struct EulerSchedule {
-    /// float32-valued timesteps, descending.
-    pub timesteps: Vec<f64>,
-    /// One sigma per timestep (interpolated linearly in t), then the final one.
-    pub sigmas: Vec<f64>,
+    /// float32-valued timesteps, descending, and their sigmas (interpolated
+    /// linearly in t).
+    table: SigmaTable,
     /// `max(sigmas)` for "linspace" / "trailing", else `sqrt(max^2 + 1)`.
-    pub init_noise_sigma: f64,
+    init_noise_sigma: f64,
 }
 
 impl EulerSchedule {
@@ -33,49 +34,23 @@ impl EulerSchedule {
                 .into_iter()
                 .map(|t| t as f32 as f64)
                 .collect();
-        let sigmas = inference_sigmas(&timesteps, &schedule.sigma_alphas_cumprod(), final_kind);
+        let table = SigmaTable::new(timesteps, &schedule.sigma_alphas_cumprod(), final_kind);
         // float32, as diffusers computes it from its float32 sigmas.
-        let max = sigmas.iter().copied().fold(0.0, f64::max) as f32;
+        let max = table.sigmas.iter().copied().fold(0.0, f64::max) as f32;
         let init_noise_sigma = f64::from(match spacing {
             TimestepSpacing::Linspace | TimestepSpacing::Trailing => max,
             TimestepSpacing::Leading => (max * max + 1.0).sqrt(),
         });
         Ok(EulerSchedule {
-            timesteps,
-            sigmas,
+            table,
             init_noise_sigma,
         })
-    }
-
-    /// `sample / sqrt(sigma^2 + 1)` at step `i`.
-    pub fn scale(&self, sample: &Tensor, i: usize) -> candle_core::Result<Tensor> {
-        let sigma = at(&self.sigmas, i)?;
-        sample / (sigma * sigma + 1.0).sqrt()
-    }
-
-    /// `original + sigma * noise` at step `i`.
-    pub fn add_noise(
-        &self,
-        original: &Tensor,
-        noise: &Tensor,
-        i: usize,
-    ) -> candle_core::Result<Tensor> {
-        let sigma = at(&self.sigmas[..self.timesteps.len()], i)?;
-        original + (noise * sigma)?
-    }
-
-    /// `(sigma_i, sigma_{i+1})`, or an error when `i` is not a step.
-    pub fn sigma_pair(&self, i: usize) -> candle_core::Result<(f64, f64)> {
-        Ok((
-            at(&self.sigmas[..self.timesteps.len()], i)?,
-            self.sigmas[i + 1],
-        ))
     }
 }
 
 /// The predicted clean sample of the Euler samplers, which work on the
 /// unscaled `x = x0 + sigma * eps`.
-pub(super) fn euler_x0(
+fn euler_x0(
     prediction: PredictionType,
     model_output: &Tensor,
     sample: &Tensor,
@@ -91,10 +66,13 @@ pub(super) fn euler_x0(
     }
 }
 
-/// Euler discrete.
+/// Euler discrete, or Euler ancestral (see [`Euler::ancestral`]).
 pub(super) struct Euler {
-    schedule: EulerSchedule,
-    prediction: PredictionType,
+    pub(super) schedule: EulerSchedule,
+    pub(super) prediction: PredictionType,
+    /// Euler ancestral: step down to `sigma_down`, then add fresh noise of
+    /// standard deviation `sigma_up`.
+    pub(super) ancestral: bool,
 }
 
 impl Euler {
@@ -104,7 +82,7 @@ impl Euler {
         if cfg.interpolation_type == Some(InterpolationType::LogLinear) {
             bail!("sampler euler: `interpolation_type: log_linear` is not supported (only linear)");
         }
-        let prediction = cfg.prediction_type.unwrap_or(PredictionType::Epsilon);
+        let prediction = cfg.prediction();
         if cfg.timestep_type == Some(TimestepType::Continuous)
             && prediction == PredictionType::VPrediction
         {
@@ -114,25 +92,28 @@ impl Euler {
         Ok(Euler {
             schedule: EulerSchedule::new(cfg, steps, final_kind)?,
             prediction,
+            ancestral: false,
         })
     }
 }
 
 impl Scheduler for Euler {
     fn timesteps(&self) -> &[f64] {
-        &self.schedule.timesteps
+        &self.schedule.table.timesteps
     }
 
     fn sigmas(&self) -> Option<&[f64]> {
-        Some(&self.schedule.sigmas)
+        Some(&self.schedule.table.sigmas)
     }
 
     fn init_noise_sigma(&self) -> f64 {
         self.schedule.init_noise_sigma
     }
 
+    /// `sample / sqrt(sigma^2 + 1)` at step `step_index`.
     fn scale_model_input(&self, sample: &Tensor, step_index: usize) -> candle_core::Result<Tensor> {
-        self.schedule.scale(sample, step_index)
+        let sigma = at(&self.schedule.table.sigmas, step_index)?;
+        sample / (sigma * sigma + 1.0).sqrt()
     }
 
     fn step(
@@ -140,20 +121,27 @@ impl Scheduler for Euler {
         model_output: &Tensor,
         step_index: usize,
         sample: &Tensor,
-        _noise: &mut NoiseFn,
+        noise: &mut NoiseFn,
     ) -> candle_core::Result<Tensor> {
-        let (sigma, sigma_next) = self.schedule.sigma_pair(step_index)?;
+        let (sigma, sigma_next) = self.schedule.table.sigma_pair(step_index)?;
         let x0 = euler_x0(self.prediction, model_output, sample, sigma)?;
         let derivative = ((sample - x0)? / sigma)?;
-        sample + (derivative * (sigma_next - sigma))?
+        if !self.ancestral {
+            return sample + (derivative * (sigma_next - sigma))?;
+        }
+        let (sigma_down, sigma_up) = ancestral_sigmas(sigma, sigma_next);
+        let prev = (sample + (derivative * (sigma_down - sigma))?)?;
+        prev + (draw_noise(noise, model_output)? * sigma_up)?
     }
 
+    /// `original + sigma * noise` at step `step_index`.
     fn add_noise(
         &self,
         original: &Tensor,
         noise: &Tensor,
         step_index: usize,
     ) -> candle_core::Result<Tensor> {
-        self.schedule.add_noise(original, noise, step_index)
+        let sigma = self.schedule.table.sigma(step_index)?;
+        original + (noise * sigma)?
     }
 }

@@ -37,6 +37,7 @@ mod ddim;
 mod dpmpp_2m;
 mod euler;
 mod euler_ancestral;
+mod multistep;
 mod schedule;
 mod unipc;
 
@@ -65,11 +66,20 @@ pub trait Scheduler: Send {
     /// sigma-based samplers (`None` for DDIM).
     fn sigmas(&self) -> Option<&[f64]>;
 
-    /// What txt2img multiplies the initial standard normal noise by.
-    fn init_noise_sigma(&self) -> f64;
+    /// What txt2img multiplies the initial standard normal noise by (1 for
+    /// every sampler but the Euler ones).
+    fn init_noise_sigma(&self) -> f64 {
+        1.0
+    }
 
     /// The UNet input for step `step_index` (identity except for the Euler samplers).
-    fn scale_model_input(&self, sample: &Tensor, step_index: usize) -> candle_core::Result<Tensor>;
+    fn scale_model_input(
+        &self,
+        sample: &Tensor,
+        _step_index: usize,
+    ) -> candle_core::Result<Tensor> {
+        Ok(sample.clone())
+    }
 
     /// One denoising step: from `sample` at `timesteps()[step_index]` and the
     /// (guided) model output there, the sample at the next noise level.
@@ -131,7 +141,7 @@ pub fn build_with(
     Ok(match name {
         "ddim" => Box::new(ddim::Ddim::new(config, steps, options.eta)?),
         "euler" => Box::new(euler::Euler::new(config, steps)?),
-        "euler_a" => Box::new(euler_ancestral::EulerAncestral::new(config, steps)?),
+        "euler_a" => Box::new(euler::Euler::ancestral(config, steps)?),
         "dpmpp_2m" => Box::new(dpmpp_2m::DpmPp2m::new(config, steps)?),
         "unipc" => Box::new(unipc::UniPc::new(config, steps)?),
         other => bail!(
@@ -190,36 +200,4 @@ fn alpha_sigma(sigma: f64) -> (f64, f64) {
 fn lambda(sigma: f64) -> f64 {
     let (alpha, sigma_t) = alpha_sigma(sigma);
     alpha.ln() - sigma_t.ln()
-}
-
-/// The predicted clean sample from a model output at noise level `sigma`,
-/// for the samplers working on `x_t = alpha_t x0 + sigma_t eps`.
-fn data_prediction(
-    prediction: PredictionType,
-    model_output: &Tensor,
-    sample: &Tensor,
-    sigma: f64,
-) -> candle_core::Result<Tensor> {
-    let (alpha_t, sigma_t) = alpha_sigma(sigma);
-    match prediction {
-        PredictionType::Epsilon => (sample - (model_output * sigma_t)?)? / alpha_t,
-        PredictionType::Sample => Ok(model_output.clone()),
-        PredictionType::VPrediction => axpby(alpha_t, sample, -sigma_t, model_output),
-    }
-}
-
-/// Tracks the step index of a multistep sampler's history.
-#[derive(Debug, Default)]
-struct StepCounter {
-    last: Option<usize>,
-}
-
-impl StepCounter {
-    /// Records `step_index`; true when it does not follow the previous step,
-    /// i.e. a new run starts and the history must be cleared.
-    fn starts_run(&mut self, step_index: usize) -> bool {
-        let fresh = self.last.is_none_or(|last| last + 1 != step_index);
-        self.last = Some(step_index);
-        fresh
-    }
 }

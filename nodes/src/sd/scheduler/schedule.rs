@@ -10,6 +10,7 @@
 
 use anyhow::{bail, ensure, Result};
 
+use super::at;
 use super::config::{BetaSchedule, FinalSigmasType, SchedulerConfig, TimestepSpacing};
 
 /// The training noise schedule of a config: `alphas_cumprod[t]` for every
@@ -80,28 +81,46 @@ impl TrainSchedule {
     }
 }
 
-/// The sigmas of the sigma-based samplers: `sqrt((1 - abar) / abar)` of the
-/// training schedule (float32), interpolated linearly at each of `timesteps`
-/// and rounded to float32, then the final sigma (`final_kind`).
-pub(super) fn inference_sigmas(
-    timesteps: &[f64],
-    alphas_cumprod: &[f64],
-    final_kind: FinalSigmasType,
-) -> Vec<f64> {
-    let sigma = |a: f64| {
-        let a = a as f32;
-        f64::from(((1.0 - a) / a).sqrt())
-    };
-    let train: Vec<f64> = alphas_cumprod.iter().map(|&a| sigma(a)).collect();
-    let last = match final_kind {
-        FinalSigmasType::Zero => 0.0,
-        FinalSigmasType::SigmaMin => train[0],
-    };
-    timesteps
-        .iter()
-        .map(|&t| interp(t, &train) as f32 as f64)
-        .chain([last])
-        .collect()
+/// The inference timesteps of a sigma-based sampler (Euler, DPM-Solver,
+/// UniPC) and their noise levels.
+pub(super) struct SigmaTable {
+    /// The inference timesteps, descending.
+    pub timesteps: Vec<f64>,
+    /// One sigma per timestep, then the final one.
+    pub sigmas: Vec<f64>,
+}
+
+impl SigmaTable {
+    /// The sigmas at `timesteps`: `sqrt((1 - abar) / abar)` of the training
+    /// schedule (float32), interpolated linearly at each timestep and rounded
+    /// to float32, then the final sigma (`final_kind`).
+    pub fn new(timesteps: Vec<f64>, alphas_cumprod: &[f64], final_kind: FinalSigmasType) -> Self {
+        let sigma = |a: f64| {
+            let a = a as f32;
+            f64::from(((1.0 - a) / a).sqrt())
+        };
+        let train: Vec<f64> = alphas_cumprod.iter().map(|&a| sigma(a)).collect();
+        let last = match final_kind {
+            FinalSigmasType::Zero => 0.0,
+            FinalSigmasType::SigmaMin => train[0],
+        };
+        let sigmas = timesteps
+            .iter()
+            .map(|&t| interp(t, &train) as f32 as f64)
+            .chain([last])
+            .collect();
+        SigmaTable { timesteps, sigmas }
+    }
+
+    /// The sigma of step `i`, or an error when `i` is not a step.
+    pub fn sigma(&self, i: usize) -> candle_core::Result<f64> {
+        at(&self.sigmas[..self.timesteps.len()], i)
+    }
+
+    /// `(sigma_i, sigma_{i+1})`, or an error when `i` is not a step.
+    pub fn sigma_pair(&self, i: usize) -> candle_core::Result<(f64, f64)> {
+        Ok((self.sigma(i)?, self.sigmas[i + 1]))
+    }
 }
 
 /// `np.interp(x, arange(len(fp)), fp)`.

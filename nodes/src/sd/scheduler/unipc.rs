@@ -7,16 +7,14 @@ use std::collections::VecDeque;
 use anyhow::{bail, ensure, Result};
 use candle_core::Tensor;
 
-use super::config::{FinalSigmasType, PredictionType, SchedulerConfig, TimestepSpacing};
-use super::schedule::{check_steps, inference_sigmas, multistep_timesteps, TrainSchedule};
-use super::{alpha_sigma, at, axpby, data_prediction, lambda, NoiseFn, Scheduler, StepCounter};
+use super::config::SchedulerConfig;
+use super::multistep::Multistep;
+use super::{alpha_sigma, axpby, lambda, NoiseFn, Scheduler};
 
 /// UniPC, order `solver_order` (default 2), B(h) of type bh2 (default) or bh1.
 pub(super) struct UniPc {
-    timesteps: Vec<f64>,
-    /// One sigma per timestep, then the final one.
-    sigmas: Vec<f64>,
-    prediction: PredictionType,
+    /// Timesteps, sigmas and run state.
+    multistep: Multistep,
     order: usize,
     /// B(h) = h instead of e^h - 1.
     bh1: bool,
@@ -29,7 +27,6 @@ pub(super) struct UniPc {
     last_sample: Option<Tensor>,
     /// The order of the last predictor, which its corrector reuses.
     last_order: usize,
-    counter: StepCounter,
 }
 
 /// The scalar coefficients of one UniP / UniC update from noise level
@@ -65,23 +62,8 @@ impl UniPc {
             "bh2" | "midpoint" | "heun" | "logrho" => false,
             other => bail!("sampler unipc: unknown solver_type {other:?} (bh1 or bh2)"),
         };
-        let schedule = TrainSchedule::new(cfg)?;
-        let n_train = schedule.num_train_timesteps();
-        check_steps(steps, n_train)?;
-        let spacing = cfg.timestep_spacing.unwrap_or(TimestepSpacing::Linspace);
-        let timesteps = multistep_timesteps(
-            spacing,
-            n_train,
-            n_train,
-            steps,
-            cfg.steps_offset.unwrap_or(0),
-        );
-        let final_kind = cfg.final_sigmas_type.unwrap_or(FinalSigmasType::Zero);
-        let sigmas = inference_sigmas(&timesteps, &schedule.sigma_alphas_cumprod(), final_kind);
         Ok(UniPc {
-            timesteps,
-            sigmas,
-            prediction: cfg.prediction_type.unwrap_or(PredictionType::Epsilon),
+            multistep: Multistep::new(cfg, steps, |ac| Ok(ac.len()))?,
             order,
             bh1,
             lower_order_final: cfg.lower_order_final.unwrap_or(true),
@@ -89,7 +71,6 @@ impl UniPc {
             history: VecDeque::new(),
             last_sample: None,
             last_order: 1,
-            counter: StepCounter::default(),
         })
     }
 
@@ -149,8 +130,9 @@ impl UniPc {
     /// UniP: the sample at step `i + 1` from `sample` at step `i`, of `order`,
     /// the history ending with the data prediction at step `i`.
     fn predict(&self, sample: &Tensor, i: usize, order: usize) -> candle_core::Result<Tensor> {
-        let older: Vec<f64> = (1..order).map(|k| self.sigmas[i - k]).collect();
-        let c = self.coefficients(self.sigmas[i + 1], self.sigmas[i], &older);
+        let sigmas = &self.multistep.table.sigmas;
+        let older: Vec<f64> = (1..order).map(|k| sigmas[i - k]).collect();
+        let c = self.coefficients(sigmas[i + 1], sigmas[i], &older);
         let x_t = axpby(c.sample_factor, sample, c.m0_factor, self.older_output(0))?;
         let rhos = match order {
             1 => return Ok(x_t),
@@ -174,8 +156,9 @@ impl UniPc {
         i: usize,
     ) -> candle_core::Result<Tensor> {
         let order = self.last_order;
-        let older: Vec<f64> = (1..order).map(|k| self.sigmas[i - 1 - k]).collect();
-        let c = self.coefficients(self.sigmas[i], self.sigmas[i - 1], &older);
+        let sigmas = &self.multistep.table.sigmas;
+        let older: Vec<f64> = (1..order).map(|k| sigmas[i - 1 - k]).collect();
+        let c = self.coefficients(sigmas[i], sigmas[i - 1], &older);
         let m0 = self.older_output(0);
         let x_t = axpby(c.sample_factor, sample_prev, c.m0_factor, m0)?;
         let rhos = if order == 1 {
@@ -194,23 +177,11 @@ impl UniPc {
 
 impl Scheduler for UniPc {
     fn timesteps(&self) -> &[f64] {
-        &self.timesteps
+        &self.multistep.table.timesteps
     }
 
     fn sigmas(&self) -> Option<&[f64]> {
-        Some(&self.sigmas)
-    }
-
-    fn init_noise_sigma(&self) -> f64 {
-        1.0
-    }
-
-    fn scale_model_input(
-        &self,
-        sample: &Tensor,
-        _step_index: usize,
-    ) -> candle_core::Result<Tensor> {
-        Ok(sample.clone())
+        Some(&self.multistep.table.sigmas)
     }
 
     fn step(
@@ -220,13 +191,15 @@ impl Scheduler for UniPc {
         sample: &Tensor,
         _noise: &mut NoiseFn,
     ) -> candle_core::Result<Tensor> {
-        let n = self.timesteps.len();
-        let sigma = at(&self.sigmas[..n], step_index)?;
-        if self.counter.starts_run(step_index) {
+        let n = self.multistep.table.timesteps.len();
+        let (sigma, fresh) = self.multistep.start_step(step_index)?;
+        if fresh {
             self.history.clear();
             self.last_sample = None;
         }
-        let converted = data_prediction(self.prediction, model_output, sample, sigma)?;
+        let converted = self
+            .multistep
+            .data_prediction(model_output, sample, sigma)?;
         let sample = match &self.last_sample {
             Some(prev) if step_index > 0 && !self.disable_corrector.contains(&(step_index - 1)) => {
                 self.correct(&converted, prev, step_index)?
@@ -256,8 +229,7 @@ impl Scheduler for UniPc {
         noise: &Tensor,
         step_index: usize,
     ) -> candle_core::Result<Tensor> {
-        let (alpha_t, sigma_t) = alpha_sigma(at(&self.sigmas[..self.timesteps.len()], step_index)?);
-        axpby(alpha_t, original, sigma_t, noise)
+        self.multistep.add_noise(original, noise, step_index)
     }
 }
 
