@@ -149,13 +149,8 @@ pub fn make_plan(
             _ => None,
         });
         let failed_dep = node.deps.iter().copied().find(|&d| keys[d].is_none());
-        let decision_error = if let Some(err) = failed_model {
-            Some(err)
-        } else if let Some(d) = failed_dep {
-            Some(format!("upstream `{}` cannot run", graph.nodes[d].id))
-        } else {
-            None
-        };
+        let decision_error =
+            failed_model.or_else(|| failed_dep.map(|d| format!("upstream `{}` cannot run", graph.nodes[d].id)));
         let keyed = decision_error.map(Err).unwrap_or_else(|| {
             let fingerprint = node
                 .op

@@ -3,8 +3,6 @@
 //! Built from saphyr-parser's event stream without recursion, with limits on
 //! nesting depth and node count, so no input can overflow the stack or hang.
 
-use std::borrow::Cow;
-
 use saphyr_parser::{Event, Parser, ScalarStyle, Span};
 
 use super::location::Location;
@@ -153,7 +151,7 @@ fn loc_of(span: &Span) -> Location {
     Location::new(span.start.line(), span.start.col() + 1)
 }
 
-fn scalar_len(text: &Cow<'_, str>, span: &Span) -> usize {
+fn scalar_len(text: &str, span: &Span) -> usize {
     let on_line = if span.end.line() == span.start.line() {
         span.end.col().saturating_sub(span.start.col())
     } else {
