@@ -25,8 +25,7 @@ use flow_engine::events::null_sink;
 use flow_engine::models::{no_progress, ModelStore, ResolvedModel};
 use flow_engine::{CancelToken, Inputs, OpContext, Provenance, Value};
 use flow_nodes::llm::{
-    argmax, generate, ChatTemplate, GenerateOptions, LanguageModel, Message, Precision, SamplingParams,
-    TextTokenizer,
+    argmax, generate, ChatTemplate, GenerateOptions, LanguageModel, Message, Precision, SamplingParams, TextTokenizer,
 };
 
 const PROMPT: &str = "What is the capital of France?";
@@ -66,7 +65,9 @@ struct Expected {
 
 fn expected() -> Expected {
     let t = candle_core::safetensors::load(fixtures().join("expected.safetensors"), &Device::Cpu).unwrap();
-    let ids = |name: &str| -> Vec<u32> { t[name].flatten_all().unwrap().to_vec1::<i64>().unwrap().iter().map(|&i| i as u32).collect() };
+    let ids = |name: &str| -> Vec<u32> {
+        t[name].flatten_all().unwrap().to_vec1::<i64>().unwrap().iter().map(|&i| i as u32).collect()
+    };
     Expected {
         input_ids: ids("input_ids"),
         logits_last: t["logits_last"].to_vec1::<f32>().unwrap(),
@@ -93,7 +94,10 @@ fn the_chat_template_and_the_gguf_tokenizer_give_the_reference_prompt_ids() {
     let ct = gguf_content();
     let tokenizer = TextTokenizer::from_gguf(&ct).unwrap();
     let source = ct.metadata["tokenizer.chat_template"].to_string().unwrap();
-    assert_eq!(source.trim_end(), std::fs::read_to_string(fixtures().join("tokenizer/chat_template.jinja")).unwrap().trim_end());
+    assert_eq!(
+        source.trim_end(),
+        std::fs::read_to_string(fixtures().join("tokenizer/chat_template.jinja")).unwrap().trim_end()
+    );
     let template = ChatTemplate::new(source, "<|im_start|>", "<|im_end|>").unwrap();
     let text = template.render(&[Message::new("user", PROMPT)], true).unwrap();
     let stats: serde_json::Value =

@@ -77,7 +77,9 @@ fn assert_close(got: &[Vec<f32>], want: &[Vec<f32>]) {
 fn token_ids_and_mask_match_exactly() {
     let want = expected();
     let enc = encoder();
-    assert_eq!(enc.max_len(), 256, "max_seq_length comes from sentence_bert_config.json");
+    let settings = flow_nodes::rag::EncoderSettings { dim: 384, max_len: 256, pooling: flow_nodes::rag::Pooling::Mean };
+    assert_eq!(enc.settings(), settings, "max_seq_length comes from sentence_bert_config.json");
+    assert_eq!(flow_nodes::rag::EncoderSettings::read(minilm().dir()).unwrap(), settings);
     let ids = enc.token_ids(&SENTENCES).unwrap();
     assert!(ids.iter().all(|t| !t.truncated));
     let lens: Vec<usize> = ids.iter().map(|t| t.ids.len()).collect();
@@ -130,13 +132,12 @@ fn embeddings_match_batched_and_one_by_one() {
     }
 }
 
-#[test]
-fn embed_text_op_gives_the_reference_and_then_reads_its_memo() {
-    let memo = tempfile::tempdir().unwrap();
+/// Runs `embed.text` with its memo in `memo` on `texts`; the embeddings
+/// and the messages.
+fn embed_op(memo: &Path, texts: Value) -> (anyhow::Result<Vec<Vec<f32>>>, Vec<String>) {
     let mut reg = flow_engine::Registry::new();
-    flow_nodes::rag::register_with_memo_dir(&mut reg, Some(memo.path().to_path_buf()));
+    flow_nodes::rag::register_with_memo_dir(&mut reg, Some(memo.to_path_buf()));
     let op = reg.get("embed.text").unwrap().clone();
-    let texts = Value::list(SENTENCES.iter().map(Value::text).collect());
     let inputs = Inputs::new(
         [
             ("model".to_string(), minilm().clone().into_value()),
@@ -161,14 +162,48 @@ fn embed_text_op_gives_the_reference_and_then_reads_its_memo() {
         Instant::now(),
         Arc::new(Provenance::default()),
     );
+    let out = op.run(&inputs, &ctx).map(|out| {
+        out.check_against(op.spec()).unwrap();
+        rows_f32(out.get("embeddings").unwrap().as_tensor().unwrap())
+    });
+    let messages = messages.lock().unwrap().clone();
+    (out, messages)
+}
+
+#[test]
+fn embed_text_op_gives_the_reference_and_then_reads_its_memo() {
+    let memo = tempfile::tempdir().unwrap();
+    let texts = Value::list(SENTENCES.iter().map(Value::text).collect());
     let want = rows_f32(&expected()["embeddings"]);
-    let first = op.run(&inputs, &ctx).unwrap();
-    first.check_against(op.spec()).unwrap();
-    let first = rows_f32(first.get("embeddings").unwrap().as_tensor().unwrap());
+    let (first, messages) = embed_op(memo.path(), texts.clone());
+    let first = first.unwrap();
     assert_close(&first, &want);
-    let again = op.run(&inputs, &ctx).unwrap();
-    assert_eq!(rows_f32(again.get("embeddings").unwrap().as_tensor().unwrap()), first, "the memo keeps exact bits");
-    assert_eq!(*messages.lock().unwrap(), ["computed 4 of 4 texts", "computed 0 of 4 texts"]);
+    assert_eq!(messages, ["computed 4 of 4 texts"]);
+    let (again, messages) = embed_op(memo.path(), texts);
+    assert_eq!(again.unwrap(), first, "the memo keeps exact bits");
+    assert_eq!(messages, ["computed 0 of 4 texts"]);
+
+    // Duplicates are computed once; a single text is a list of one.
+    let (dup, messages) = embed_op(memo.path(), Value::list(vec![Value::text("x y"), Value::text("x y")]));
+    assert_eq!(messages, ["computed 1 of 2 texts"]);
+    let dup = dup.unwrap();
+    assert_eq!(dup[0], dup[1]);
+    let (one, _) = embed_op(memo.path(), Value::text(SENTENCES[2]));
+    assert_eq!(one.unwrap(), [first[2].clone()]);
+}
+
+#[test]
+fn long_texts_are_truncated_and_reported() {
+    let memo = tempfile::tempdir().unwrap();
+    let long = "word ".repeat(400);
+    let cut = "word ".repeat(254);
+    let (got, messages) = embed_op(memo.path(), Value::list(vec![Value::text(&long), Value::text(&cut)]));
+    let got = got.unwrap();
+    assert_eq!(messages, ["computed 2 of 2 texts; 1 longer than 256 tokens were truncated (use smaller chunks)"]);
+    // 254 words + [CLS] + [SEP] is exactly what survives of the long text.
+    assert_close(&got[..1], &got[1..]);
+    let (err, _) = embed_op(memo.path(), Value::Int(3));
+    assert!(err.unwrap_err().to_string().contains("should be text, a list of texts or chunks"));
 }
 
 /// Seconds of CPU time this process has used (user + system).
@@ -181,8 +216,9 @@ fn cpu_seconds() -> f64 {
 
 /// Throughput report, not a check: `RAYON_NUM_THREADS=1 cargo test --release
 /// -p flow-nodes --test rag_minilm -- --ignored --nocapture throughput`.
-/// Embeds the sentences of graphs/data/corpus, then its chunks (96 tokens,
-/// overlap 16), at batch 1 and 32, and prints embeddings per second of wall
+/// Embeds the 4 reference sentences (64 times each), the sentences of
+/// graphs/data/corpus, then its chunks (96 tokens, overlap 16), at batch 1
+/// and 32, and prints embeddings per second of wall
 /// time and of CPU time (the CPU figure is the one to trust on a busy machine).
 #[test]
 #[ignore]
@@ -203,7 +239,8 @@ fn throughput() {
     let enc = encoder();
     enc.embed(&["warm up"], 1).unwrap();
     let reps: usize = std::env::var("REPS").ok().and_then(|r| r.parse().ok()).unwrap_or(3);
-    for (name, texts) in [("sentences", &sentences), ("chunks", &chunks)] {
+    let short: Vec<String> = SENTENCES.iter().cycle().take(256).map(|s| s.to_string()).collect();
+    for (name, texts) in [("short", &short), ("sentences", &sentences), ("chunks", &chunks)] {
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
         let tokens: usize = enc.token_ids(&texts).unwrap().iter().map(|t| t.ids.len()).sum();
         let mut best = [(0f64, 0f64); 2];

@@ -67,7 +67,12 @@ impl ChatTemplate {
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         let messages: Vec<Value> = messages
             .iter()
-            .map(|m| Value::from_pairs([("role", Value::from(m.role.as_str())), ("content", Value::from(m.content.as_str()))]))
+            .map(|m| {
+                Value::from_pairs([
+                    ("role", Value::from(m.role.as_str())),
+                    ("content", Value::from(m.content.as_str())),
+                ])
+            })
             .collect();
         let ctx = Value::from_pairs([
             ("messages", Value::from(messages)),
@@ -84,7 +89,9 @@ impl ChatTemplate {
 mod tests {
     use super::*;
 
-    const SMOLLM2: &str = "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}";
+    /// SmolLM2-135M-Instruct's template, as transformers saved it.
+    const SMOLLM2: &str =
+        include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/smollm2/tokenizer/chat_template.jinja"));
 
     #[test]
     fn smollm2_template_adds_its_default_system_message() {

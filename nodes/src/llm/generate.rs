@@ -248,7 +248,9 @@ fn options(inputs: &Inputs) -> Result<GenerateOptions> {
         Some(_) => inputs
             .list("stop")?
             .iter()
-            .map(|v| v.as_text().map(str::to_string).ok_or_else(|| anyhow!("`stop` must list texts, got {}", v.value_type())))
+            .map(|v| {
+                v.as_text().map(str::to_string).ok_or_else(|| anyhow!("`stop` must list texts, got {}", v.value_type()))
+            })
             .collect::<Result<Vec<_>>>()?,
     };
     let sampling = SamplingParams {

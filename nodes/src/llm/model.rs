@@ -150,7 +150,11 @@ impl LoadPlan {
                 Ok(if f32 {
                     LoadPlan { precision: Precision::F32, bytes: f32_bytes + embedding, loader: "llm-gguf-f32" }
                 } else {
-                    LoadPlan { precision: Precision::Quantized, bytes: stored + embedding, loader: "llm-gguf-quantized" }
+                    LoadPlan {
+                        precision: Precision::Quantized,
+                        bytes: stored + embedding,
+                        loader: "llm-gguf-quantized",
+                    }
                 })
             }
             Layout::HfFolder(dir) => {
@@ -387,10 +391,11 @@ fn load_gguf(path: &Path, device: &Device, precision: Precision) -> Result<Langu
     };
     let token_text = |id: Option<u32>| id.and_then(|id| tokenizer.token(id)).unwrap_or_default();
     let bos = md_u32("tokenizer.ggml.bos_token_id");
-    let mut eos: BTreeSet<u32> = ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"]
-        .into_iter()
-        .filter_map(md_u32)
-        .collect();
+    let mut eos: BTreeSet<u32> =
+        ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"]
+            .into_iter()
+            .filter_map(md_u32)
+            .collect();
     let template_source = match sidecar_template(dir, sidecar_config.as_ref())? {
         Some(t) => Some(t),
         None => md_str("tokenizer.chat_template"),
@@ -398,7 +403,9 @@ fn load_gguf(path: &Path, device: &Device, precision: Precision) -> Result<Langu
     let template = template_source
         .map(|src| ChatTemplate::new(&src, &token_text(bos), &token_text(eos.first().copied())))
         .transpose()?;
-    eos.extend(sidecar_config.as_ref().and_then(|c| special_token(c, "eos_token")).and_then(|t| tokenizer.token_id(&t)));
+    eos.extend(
+        sidecar_config.as_ref().and_then(|c| special_token(c, "eos_token")).and_then(|t| tokenizer.token_id(&t)),
+    );
     let add_bos = ct.metadata.get("tokenizer.ggml.add_bos_token").and_then(|v| v.to_bool().ok()).unwrap_or(false);
     let context = md_u32("llama.context_length").map_or(quantized_llama::MAX_SEQ_LEN, |n| n as usize);
     let context = context.min(quantized_llama::MAX_SEQ_LEN);
@@ -464,7 +471,8 @@ impl<'a, R: Read + Seek> Dequantizer<'a, R> {
             tensor_infos: infos,
             tensor_data_offset: 0,
         };
-        let reader = Dequantizer { file, data_offset: ct.tensor_data_offset, tensors, len: start, pos: 0, current: None };
+        let reader =
+            Dequantizer { file, data_offset: ct.tensor_data_offset, tensors, len: start, pos: 0, current: None };
         Ok((content, reader))
     }
 

@@ -150,18 +150,22 @@ fn recording_ctx(dir: &Path, cancel: CancelToken) -> (OpContext, Arc<Mutex<Vec<E
     let events = Arc::new(Mutex::new(Vec::new()));
     let seen = events.clone();
     let sink: EventSink = Arc::new(move |e| seen.lock().unwrap().push(e));
-    let ctx = OpContext::new("chat", Device::Cpu, dir.to_path_buf(), cancel, sink, Instant::now(), Arc::new(Provenance::default()));
+    let ctx = OpContext::new(
+        "chat",
+        Device::Cpu,
+        dir.to_path_buf(),
+        cancel,
+        sink,
+        Instant::now(),
+        Arc::new(Provenance::default()),
+    );
     (ctx, events)
 }
 
 fn op_inputs(given: &[(&str, Value)]) -> Inputs {
     let op = generate::Generate::new();
-    let mut values: std::collections::BTreeMap<String, Value> = op
-        .spec()
-        .inputs
-        .iter()
-        .filter_map(|p| p.default.clone().map(|d| (p.name.to_string(), d)))
-        .collect();
+    let mut values: std::collections::BTreeMap<String, Value> =
+        op.spec().inputs.iter().filter_map(|p| p.default.clone().map(|d| (p.name.to_string(), d))).collect();
     let model = ResolvedModel {
         reference: "tiny:llama".into(),
         path: tiny().path.clone(),
@@ -181,7 +185,8 @@ fn op_inputs(given: &[(&str, Value)]) -> Inputs {
 fn the_op_streams_tokens_reports_progress_and_matches_the_loop() {
     let op = generate::Generate::new();
     let (ctx, events) = recording_ctx(&tiny().path, CancelToken::new());
-    let given = [("max_tokens", Value::Int(12)), ("seed", Value::Int(3)), ("stop", Value::list(vec![Value::text("\u{1}")]))];
+    let given =
+        [("max_tokens", Value::Int(12)), ("seed", Value::Int(3)), ("stop", Value::list(vec![Value::text("\u{1}")]))];
     let out = op.run(&op_inputs(&given), &ctx).unwrap();
     out.check_against(op.spec()).unwrap();
     let text = out.get("text").unwrap().as_text().unwrap().to_string();
@@ -220,6 +225,34 @@ fn the_op_stops_when_the_run_is_cancelled() {
     let (ctx, _) = recording_ctx(&tiny().path, cancel);
     let e = op.run(&op_inputs(&[]), &ctx).unwrap_err();
     assert!(e.downcast_ref::<Interrupted>().is_some(), "{e:#}");
+
+    // Cancelled while streaming: the op stops right after that token.
+    let cancel = CancelToken::new();
+    let trigger = cancel.clone();
+    let steps = Arc::new(Mutex::new(Vec::new()));
+    let seen = steps.clone();
+    let sink: EventSink = Arc::new(move |e| {
+        if let Event::Progress { step, .. } = e {
+            seen.lock().unwrap().push(step);
+            if step == 3 {
+                trigger.cancel();
+            }
+        }
+    });
+    let ctx = OpContext::new(
+        "chat",
+        Device::Cpu,
+        tiny().path.clone(),
+        cancel,
+        sink,
+        Instant::now(),
+        Arc::new(Provenance::default()),
+    );
+    let e = op
+        .run(&op_inputs(&[("max_tokens", Value::Int(50)), ("stop", Value::list(vec![Value::text("\u{1}")]))]), &ctx)
+        .unwrap_err();
+    assert!(e.downcast_ref::<Interrupted>().is_some(), "{e:#}");
+    assert_eq!(*steps.lock().unwrap(), [1, 2, 3]);
 }
 
 #[test]
@@ -241,4 +274,47 @@ fn the_op_rejects_bad_inputs() {
     }
     let e = format!("{:#}", op.run(&op_inputs(&[("stop", Value::list(vec![Value::Int(1)]))]), &ctx).unwrap_err());
     assert!(e.contains("stop"), "{e}");
+}
+
+#[test]
+fn a_qwen2_folder_with_zero_biases_computes_what_the_llama_does() {
+    // Qwen2 is llama plus q/k/v biases: with zero biases the tiny llama's
+    // weights must give the same logits through candle's qwen2 model.
+    let dir = tempfile::tempdir().unwrap();
+    let llama = &tiny().path;
+    let mut tensors = candle_core::safetensors::load(llama.join("model.safetensors"), &Device::Cpu).unwrap();
+    for i in 0..2 {
+        for (part, n) in [("q_proj", 64), ("k_proj", 32), ("v_proj", 32)] {
+            let bias = candle_core::Tensor::zeros(n, candle_core::DType::F32, &Device::Cpu).unwrap();
+            tensors.insert(format!("model.layers.{i}.self_attn.{part}.bias"), bias);
+        }
+    }
+    candle_core::safetensors::save(&tensors, dir.path().join("model.safetensors")).unwrap();
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(llama.join("config.json")).unwrap()).unwrap();
+    for (k, v) in [
+        ("model_type", serde_json::json!("qwen2")),
+        ("hidden_act", serde_json::json!("silu")),
+        ("sliding_window", serde_json::json!(1024)),
+        ("max_window_layers", serde_json::json!(2)),
+        ("use_sliding_window", serde_json::json!(false)),
+    ] {
+        config[k] = v;
+    }
+    std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(llama.join(f), dir.path().join(f)).unwrap();
+    }
+    let qwen = LanguageModel::load(dir.path(), &Device::Cpu, Precision::Auto).unwrap();
+    assert!(qwen.description().starts_with("qwen2"), "{}", qwen.description());
+    let ids = tiny().lm.prompt_ids(PROMPT, None, true).unwrap();
+    assert_eq!(qwen.prompt_ids(PROMPT, None, true).unwrap(), ids);
+    let (mut a, mut b) = (tiny().lm.session().unwrap(), qwen.session().unwrap());
+    let (mut la, mut lb) = (a.feed(&ids).unwrap(), b.feed(&ids).unwrap());
+    for step in 0..6 {
+        let diff = la.iter().zip(&lb).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(diff < 1e-4, "step {step}: max |diff| {diff}");
+        let next = argmax(&la);
+        (la, lb) = (a.feed(&[next]).unwrap(), b.feed(&[next]).unwrap());
+    }
 }

@@ -58,8 +58,8 @@ impl TextTokenizer {
 
     /// Reads a Hugging Face `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
-        let inner = Tokenizer::from_file(path)
-            .map_err(|e| anyhow!("cannot read the tokenizer {}: {e}", path.display()))?;
+        let inner =
+            Tokenizer::from_file(path).map_err(|e| anyhow!("cannot read the tokenizer {}: {e}", path.display()))?;
         Ok(TextTokenizer { inner })
     }
 

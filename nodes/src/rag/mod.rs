@@ -27,7 +27,7 @@ use std::path::PathBuf;
 use flow_engine::Registry;
 
 pub use chunk::{chunk_spans, tokens, Unit};
-pub use embed::{Pooling, SentenceEncoder, TokenIds, TOKENS_PER_PASS};
+pub use embed::{EncoderSettings, Pooling, SentenceEncoder, TokenIds, TOKENS_PER_PASS};
 pub use values::{Chunk, Chunks, Docs, Document, Index};
 
 /// Registers the rag ops and the decoders of their cached values; the

@@ -42,7 +42,8 @@ impl IndexSearch {
                     PortSpec::new(
                         "context",
                         ValueType::Text,
-                        "the hits as numbered citations, one paragraph each: `[1] (path) text`",
+                        "the hits as numbered citations, one paragraph each: `[1] (path) text` (the \
+                         text with its runs of whitespace made single spaces)",
                     ),
                 ],
                 output: false,
@@ -77,7 +78,8 @@ impl Op for IndexSearch {
         for (rank, (row, score)) in best.into_iter().enumerate() {
             let chunk = &index.chunks()[row];
             let rank = rank as i64 + 1;
-            context.push(format!("[{rank}] ({}) {}", chunk.path, chunk.text.trim()));
+            let flat = chunk.text.split_whitespace().collect::<Vec<_>>().join(" ");
+            context.push(format!("[{rank}] ({}) {flat}", chunk.path));
             hits.push(Value::map(BTreeMap::from([
                 ("rank".to_string(), Value::Int(rank)),
                 ("score".to_string(), Value::Float(f64::from(score))),

@@ -123,10 +123,60 @@ pub struct SentenceEncoder {
     heads: usize,
     activation: Activation,
     tokenizer: Tokenizer,
-    max_len: usize,
-    pooling: Pooling,
-    dim: usize,
+    settings: EncoderSettings,
     device: Device,
+}
+
+/// What shapes a model's embeddings besides its weights, read from its
+/// configuration files alone (cheap: no weights are loaded).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EncoderSettings {
+    /// Width of the embeddings (`hidden_size`).
+    pub dim: usize,
+    /// Most tokens per text (`[CLS]` and `[SEP]` included): `max_seq_length`
+    /// of `sentence_bert_config.json`, else `max_position_embeddings`.
+    pub max_len: usize,
+    /// How token states are pooled (`1_Pooling/config.json`; mean if absent).
+    pub pooling: Pooling,
+}
+
+impl EncoderSettings {
+    /// The settings of the model in `dir`.
+    pub fn read(dir: &Path) -> Result<EncoderSettings> {
+        read_settings(dir).map(|(_, settings)| settings)
+    }
+}
+
+fn read_settings(dir: &Path) -> Result<(Config, EncoderSettings)> {
+    let config: Config = read_json(&dir.join("config.json"))?;
+    ensure!(
+        config.position_embedding_type == "absolute",
+        "{}: position_embedding_type `{}` is not supported (only `absolute`)",
+        dir.join("config.json").display(),
+        config.position_embedding_type
+    );
+    let sbert: Option<serde_json::Value> = optional_json(&dir.join("sentence_bert_config.json"))?;
+    let max_len = sbert
+        .as_ref()
+        .and_then(|j| j.get("max_seq_length")?.as_u64())
+        .map_or(config.max_position_embeddings, |n| n as usize)
+        .min(config.max_position_embeddings);
+    let pooling = match optional_json::<serde_json::Value>(&dir.join("1_Pooling/config.json"))? {
+        None => Pooling::Mean,
+        Some(j) => {
+            let on = |k: &str| j.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
+            match (on("pooling_mode_mean_tokens"), on("pooling_mode_cls_token")) {
+                (true, false) => Pooling::Mean,
+                (false, true) => Pooling::Cls,
+                _ => bail!(
+                    "{}: only mean or [CLS] pooling (one of them) is supported",
+                    dir.join("1_Pooling/config.json").display()
+                ),
+            }
+        }
+    };
+    let settings = EncoderSettings { dim: config.hidden_size, max_len, pooling };
+    Ok((config, settings))
 }
 
 /// Token ids of one text, with whether truncation cut it.
@@ -141,13 +191,7 @@ pub struct TokenIds {
 impl SentenceEncoder {
     /// Loads the model in `dir` on `device`, in float32.
     pub fn load(dir: &Path, device: &Device) -> Result<SentenceEncoder> {
-        let config: Config = read_json(&dir.join("config.json"))?;
-        ensure!(
-            config.position_embedding_type == "absolute",
-            "{}: position_embedding_type `{}` is not supported (only `absolute`)",
-            dir.join("config.json").display(),
-            config.position_embedding_type
-        );
+        let (config, settings) = read_settings(dir)?;
         let activation = match config.hidden_act.as_str() {
             "gelu" => Activation::GeluErf,
             "gelu_new" | "gelu_pytorch_tanh" => Activation::GeluTanh,
@@ -156,27 +200,7 @@ impl SentenceEncoder {
         };
         let (h, heads) = (config.hidden_size, config.num_attention_heads);
         ensure!(heads > 0 && h % heads == 0, "hidden_size {h} is not a multiple of num_attention_heads {heads}");
-
-        let sbert: Option<serde_json::Value> = optional_json(&dir.join("sentence_bert_config.json"))?;
-        let max_len = sbert
-            .as_ref()
-            .and_then(|j| j.get("max_seq_length")?.as_u64())
-            .map_or(config.max_position_embeddings, |n| n as usize)
-            .min(config.max_position_embeddings);
-        let pooling = match optional_json::<serde_json::Value>(&dir.join("1_Pooling/config.json"))? {
-            None => Pooling::Mean,
-            Some(j) => {
-                let on = |k: &str| j.get(k).and_then(|v| v.as_bool()).unwrap_or(false);
-                match (on("pooling_mode_mean_tokens"), on("pooling_mode_cls_token")) {
-                    (true, false) => Pooling::Mean,
-                    (false, true) => Pooling::Cls,
-                    _ => bail!(
-                        "{}: only mean or [CLS] pooling (one of them) is supported",
-                        dir.join("1_Pooling/config.json").display()
-                    ),
-                }
-            }
-        };
+        let max_len = settings.max_len;
 
         let tokenizer_file = dir.join("tokenizer.json");
         let mut tokenizer = Tokenizer::from_file(&tokenizer_file)
@@ -210,28 +234,17 @@ impl SentenceEncoder {
                 heads,
                 activation,
                 tokenizer,
-                max_len,
-                pooling,
-                dim: h,
+                settings,
                 device: device.clone(),
             })
         };
         load().with_context(|| format!("loading BERT weights from {}", weights.display()))
     }
 
-    /// Width of the embeddings.
-    pub fn dim(&self) -> usize {
-        self.dim
-    }
-
-    /// Most tokens per text (`[CLS]` and `[SEP]` included); longer texts are cut.
-    pub fn max_len(&self) -> usize {
-        self.max_len
-    }
-
-    /// How token states are pooled.
-    pub fn pooling(&self) -> Pooling {
-        self.pooling
+    /// What shapes the embeddings: width, token limit (longer texts are
+    /// cut), pooling.
+    pub fn settings(&self) -> EncoderSettings {
+        self.settings
     }
 
     /// The token ids of each text, unpadded.
@@ -268,7 +281,7 @@ impl SentenceEncoder {
     }
 
     fn layer_forward(&self, layer: &Layer, xs: &Tensor, lens: &[usize]) -> Result<Tensor> {
-        let h = self.dim;
+        let h = self.settings.dim;
         let head_dim = h / self.heads;
         let scale = 1.0 / (head_dim as f64).sqrt();
         let qkv = layer.qkv.forward(xs)?;
@@ -308,7 +321,7 @@ impl SentenceEncoder {
         let mut rows = Vec::with_capacity(batch.len());
         let mut offset = 0;
         for ids in batch {
-            let pooled = match self.pooling {
+            let pooled = match self.settings.pooling {
                 Pooling::Mean => hidden.narrow(0, offset, ids.len())?.mean(0)?,
                 Pooling::Cls => hidden.get(offset)?,
             };

@@ -15,7 +15,7 @@ use candle_core::{Device, Tensor};
 use flow_engine::models::ResolvedModel;
 use flow_engine::{Cost, Inputs, Op, OpContext, OpSpec, Outputs, PortSpec, Value, ValueType};
 
-pub use bert::{Pooling, SentenceEncoder, TokenIds, TOKENS_PER_PASS};
+pub use bert::{EncoderSettings, Pooling, SentenceEncoder, TokenIds, TOKENS_PER_PASS};
 use memo::EmbeddingMemo;
 
 use super::values::Chunks;
@@ -52,12 +52,11 @@ pub(crate) fn embed_texts(
     batch: usize,
     memo_root: Option<&Path>,
 ) -> Result<(Vec<f32>, usize)> {
-    let encoder = load_encoder(ctx, model)?;
-    let dim = encoder.dim();
+    let settings = EncoderSettings::read(model.dir())?;
+    let dim = settings.dim;
     let root =
         memo_root.map(Path::to_path_buf).unwrap_or_else(|| flow_engine::cache::default_cache_dir().join("embeddings"));
-    let recipe =
-        format!("{LOADER}|{}|max_len={}|pooling={:?}", model.fingerprint, encoder.max_len(), encoder.pooling());
+    let recipe = format!("{LOADER}|{}|{settings:?}", model.fingerprint);
     let memo = EmbeddingMemo::new(&root, &recipe, dim);
 
     let hashes: Vec<blake3::Hash> = texts.iter().map(|t| blake3::hash(t.as_bytes())).collect();
@@ -76,32 +75,35 @@ pub(crate) fn embed_texts(
         }
     }
 
-    let missing_texts: Vec<&str> = missing.iter().map(|&i| texts[i]).collect();
-    let ids = encoder.token_ids(&missing_texts)?;
-    let truncated = ids.iter().filter(|t| t.truncated).count();
-    let rows: Vec<&[u32]> = ids.iter().map(|t| t.ids.as_slice()).collect();
-    let mut memo_error = None;
-    encoder.embed_batched(&rows, batch, |group, batch_vectors, done, total| {
-        for (&j, v) in group.iter().zip(batch_vectors) {
-            let h = hashes[missing[j]];
-            if memo_error.is_none() {
-                memo_error = memo.put(&h, &v).err();
-            }
-            vectors.insert(h, v);
-        }
-        ctx.progress(done as u64, total as u64);
-        ctx.check_cancelled()
-    })?;
-
-    if let Some(e) = memo_error {
-        ctx.message(&format!("the embedding memo is not kept: {e}"));
-    }
     let mut message = format!("computed {} of {} texts", missing.len(), texts.len());
-    if truncated > 0 {
-        message.push_str(&format!(
-            "; {truncated} longer than {} tokens were truncated (use smaller chunks)",
-            encoder.max_len()
-        ));
+    if !missing.is_empty() {
+        // The weights are only needed (and loaded) when something is new.
+        let encoder = load_encoder(ctx, model)?;
+        let missing_texts: Vec<&str> = missing.iter().map(|&i| texts[i]).collect();
+        let ids = encoder.token_ids(&missing_texts)?;
+        let rows: Vec<&[u32]> = ids.iter().map(|t| t.ids.as_slice()).collect();
+        let mut memo_error = None;
+        encoder.embed_batched(&rows, batch, |group, batch_vectors, done, total| {
+            for (&j, v) in group.iter().zip(batch_vectors) {
+                let h = hashes[missing[j]];
+                if memo_error.is_none() {
+                    memo_error = memo.put(&h, &v).err();
+                }
+                vectors.insert(h, v);
+            }
+            ctx.progress(done as u64, total as u64);
+            ctx.check_cancelled()
+        })?;
+        if let Some(e) = memo_error {
+            ctx.message(&format!("the embedding memo is not kept: {e}"));
+        }
+        let truncated = ids.iter().filter(|t| t.truncated).count();
+        if truncated > 0 {
+            message.push_str(&format!(
+                "; {truncated} longer than {} tokens were truncated (use smaller chunks)",
+                settings.max_len
+            ));
+        }
     }
     ctx.message(&message);
 

@@ -310,7 +310,7 @@ mod tests {
     #[test]
     fn scheduler_alphas_cumprod_bit_identical_to_diffusers() {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/fixtures/tiny-sd/expected/trajectory_ddim.safetensors");
+            .join("../tests/fixtures/tiny-sd/expected/trajectory_ddim.safetensors");
         let tensors = candle_core::safetensors::load(path, &candle_core::Device::Cpu).unwrap();
         let want = tensors["alphas_cumprod"].to_vec1::<f32>().unwrap();
         let cfg = SchedulerConfig {
