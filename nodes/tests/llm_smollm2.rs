@@ -106,7 +106,9 @@ fn the_chat_template_and_the_gguf_tokenizer_give_the_reference_prompt_ids() {
     assert_eq!(tokenizer.encode(&text).unwrap(), want.input_ids);
 
     // The loaded model builds the same prompt from its own metadata.
-    assert_eq!(loaded(Precision::Quantized).prompt_ids(PROMPT, None, true).unwrap(), want.input_ids);
+    let lm = loaded(Precision::Quantized);
+    assert_eq!(lm.chat_template().unwrap().render(&[Message::new("user", PROMPT)], true).unwrap(), text);
+    assert_eq!(lm.prompt_ids(PROMPT, None, true).unwrap(), want.input_ids);
 
     // The rebuilt tokenizer agrees with transformers' tokenizer.json.
     let reference = TextTokenizer::from_file(&fixtures().join("tokenizer/tokenizer.json")).unwrap();

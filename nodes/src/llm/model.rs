@@ -140,15 +140,19 @@ impl LoadPlan {
                     stored += n / info.ggml_dtype.block_size() as u64 * info.ggml_dtype.type_size() as u64;
                     f32_bytes += 4 * n;
                 }
-                // The embedding table is dequantized in both cases.
+                // The embedding table is dequantized in both cases; without an
+                // `output.weight` it also serves as the output projection, in
+                // its own copy.
                 let embedding = ct.tensor_infos.get("token_embd.weight").map_or(0, |i| 4 * i.shape.elem_count() as u64);
+                let tied = !ct.tensor_infos.contains_key("output.weight");
                 let f32 = match precision {
                     Precision::Auto => f32_bytes <= AUTO_F32_MAX_BYTES,
                     Precision::F32 => true,
                     Precision::Quantized => false,
                 };
                 Ok(if f32 {
-                    LoadPlan { precision: Precision::F32, bytes: f32_bytes + embedding, loader: "llm-gguf-f32" }
+                    let bytes = if tied { f32_bytes + embedding } else { f32_bytes };
+                    LoadPlan { precision: Precision::F32, bytes, loader: "llm-gguf-f32" }
                 } else {
                     LoadPlan {
                         precision: Precision::Quantized,
@@ -250,7 +254,7 @@ impl LanguageModel {
         self.precision
     }
 
-    /// What the model is, for messages (`llama GGUF, dequantized to f32`).
+    /// What the model is, for messages (`llama GGUF (F32/Q4_1/Q8_0) dequantized to f32`).
     pub fn description(&self) -> &str {
         &self.description
     }

@@ -51,11 +51,6 @@ impl std::fmt::Debug for TextTokenizer {
 }
 
 impl TextTokenizer {
-    /// Wraps a `tokenizers` tokenizer.
-    pub fn new(inner: Tokenizer) -> Self {
-        TextTokenizer { inner }
-    }
-
     /// Reads a Hugging Face `tokenizer.json`.
     pub fn from_file(path: &Path) -> Result<Self> {
         let inner =
@@ -158,11 +153,6 @@ impl TextTokenizer {
     /// The number of tokens, added tokens included.
     pub fn vocab_size(&self) -> usize {
         self.inner.get_vocab_size(true)
-    }
-
-    /// The `tokenizers` tokenizer (e.g. to save it as a `tokenizer.json`).
-    pub fn inner(&self) -> &Tokenizer {
-        &self.inner
     }
 }
 

@@ -44,14 +44,17 @@ fn template_reports_unknown_names() {
     );
     assert_eq!(
         err,
-        "template refers to `${whom}`, which is not in `vars` (vars has: who)"
+        "template refers to `${whom}`, which is not in `vars` (vars has: who), and the graph has no param `whom`"
     );
     let err = run_err(
         "text.template",
         &[("template", "Hi ${who}".into())],
         &ctx(dir.path()),
     );
-    assert_eq!(err, "template refers to `${who}`, but no `vars` were given");
+    assert_eq!(
+        err,
+        "template refers to `${who}`, but no `vars` were given, and the graph has no param `who`"
+    );
 }
 
 #[test]

@@ -17,6 +17,9 @@ fn copy_graph(name: &str) -> (tempfile::TempDir, PathBuf) {
     fs::create_dir(dir.path().join("data")).unwrap();
     for entry in fs::read_dir(graphs.join("data")).unwrap() {
         let entry = entry.unwrap();
+        if !entry.file_type().unwrap().is_file() {
+            continue;
+        }
         fs::copy(
             entry.path(),
             dir.path().join("data").join(entry.file_name()),
