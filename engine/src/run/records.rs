@@ -61,7 +61,9 @@ pub fn why_it_runs(graph: &Graph, node: &GraphNode, now: &KeyParts, before: Opti
             expr.for_each_link(&mut |n, _| upstream.push(graph.nodes[n].id.clone()));
         }
         let model = matches!(node.inputs.get(port), Some(Expr::Model { .. }));
-        reasons.push(if model {
+        reasons.push(if port == "params" && !node.inputs.contains_key("params") {
+            "a param the template names changed".to_string()
+        } else if model {
             format!("model `{port}` changed")
         } else if upstream.is_empty() {
             format!("input `{port}` changed")
