@@ -176,16 +176,6 @@ impl Conv {
 mod tests {
     use super::*;
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
 
     #[test]
     fn matches_candle_conv2d() {
@@ -203,7 +193,7 @@ mod tests {
             let got = conv.forward(&x, None).unwrap();
             assert_eq!(got.dims(), want.dims());
             assert!(
-                max_diff(&got, &want) < 1e-4,
+                crate::upscale::max_abs_diff(&got, &want) < 1e-4,
                 "k {k} pad {padding} dil {dilation}"
             );
             assert_eq!(conv.bias().unwrap().dims(), [7]);
@@ -218,6 +208,6 @@ mod tests {
         let conv = Conv::new(w.clone(), None, 1, 2, 1).unwrap();
         let got = conv.forward(&x, None).unwrap();
         assert_eq!(got.dims(), [1, 3, 5, 5]);
-        assert_eq!(max_diff(&got, &x.conv2d(&w, 1, 2, 1, 1).unwrap()), 0.0);
+        assert_eq!(crate::upscale::max_abs_diff(&got, &x.conv2d(&w, 1, 2, 1, 1).unwrap()), 0.0);
     }
 }

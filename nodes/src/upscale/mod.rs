@@ -221,3 +221,9 @@ fn model_in_dir(dir: &Path) -> Result<PathBuf> {
         ),
     }
 }
+
+/// Largest absolute element difference of two tensors (test helper).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b).and_then(|d| d.abs()).and_then(|d| d.max_all()).and_then(|d| d.to_scalar()).expect("tensors of one shape")
+}

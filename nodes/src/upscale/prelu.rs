@@ -112,14 +112,7 @@ mod tests {
             .forward(&x)
             .unwrap();
         let got = Prelu::new(slopes).unwrap().forward(&x).unwrap();
-        let diff: f32 = (got - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let diff = crate::upscale::max_abs_diff(&got, &want);
         assert_eq!(diff, 0.0);
 
         let want = candle_nn::ops::leaky_relu(&x, 0.2).unwrap();
@@ -127,14 +120,7 @@ mod tests {
             .unwrap()
             .forward(&x.t().unwrap())
             .unwrap();
-        let diff: f32 = (got.t().unwrap() - want)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let diff = crate::upscale::max_abs_diff(&got.t().unwrap(), &want);
         assert_eq!(diff, 0.0);
         assert!(Prelu::new(Tensor::new(&[1f32, 2.0], &dev).unwrap())
             .unwrap()

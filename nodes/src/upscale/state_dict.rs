@@ -269,16 +269,7 @@ mod tests {
                 wrapper,
             );
             let sd = StateDict::load(&path, &dev).unwrap();
-            let diff = |a: &Tensor, b: &Tensor| -> f32 {
-                (a - b)
-                    .unwrap()
-                    .abs()
-                    .unwrap()
-                    .max_all()
-                    .unwrap()
-                    .to_scalar()
-                    .unwrap()
-            };
+            let diff = crate::upscale::max_abs_diff;
             assert_eq!(
                 diff(sd.get("body.0.weight").unwrap(), &weight),
                 0.0,
