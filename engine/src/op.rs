@@ -296,6 +296,13 @@ pub trait Op: Send + Sync + 'static {
         Ok(Fingerprint::Pure)
     }
 
+    /// Local files and folders whose edits change this node's result (files
+    /// it reads, its script): `flow watch` re-runs when one is saved. Called
+    /// with the node's literal inputs, like [`Op::fingerprint`].
+    fn watched_paths(&self, _literal_inputs: &Inputs, _graph_dir: &Path) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
     /// For output ops: whether a cached result still stands (e.g. the file it
     /// wrote is still there). Returning false re-runs the node.
     fn cached_result_valid(&self, _outputs: &Outputs, _graph_dir: &Path) -> bool {

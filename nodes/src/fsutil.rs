@@ -103,6 +103,15 @@ pub(crate) fn file_fingerprint(
     })
 }
 
+/// The file named by the literal input `port`, for `flow watch`; nothing when
+/// the path comes from another node.
+pub(crate) fn watched_file(literal_inputs: &Inputs, port: &str, graph_dir: &Path) -> Vec<PathBuf> {
+    match literal_inputs.opt_text(port) {
+        Ok(Some(path)) => vec![resolve(graph_dir, path)],
+        _ => Vec::new(),
+    }
+}
+
 /// For output ops: true if every file named by output `port` (a path, or a
 /// list of paths) still exists.
 pub(crate) fn written_files_exist(outputs: &Outputs, port: &str, graph_dir: &Path) -> bool {

@@ -30,6 +30,7 @@ enum Symbol {
 
 struct Builder<'a> {
     registry: &'a Registry,
+    dir: &'a Path,
     doc: &'a GraphDoc,
     params: BTreeMap<String, Value>,
     models: BTreeMap<String, String>,
@@ -49,6 +50,7 @@ pub(super) fn build(
     let doc = document::read(source, &mut diags);
     let mut b = Builder {
         registry,
+        dir,
         doc: &doc,
         params: BTreeMap::new(),
         models: BTreeMap::new(),
@@ -160,15 +162,23 @@ impl<'a> Builder<'a> {
 
     fn bind_ops(&mut self, diags: &mut Diagnostics) {
         for decl in &self.doc.nodes {
-            let op = self.registry.get(&decl.op.name).cloned();
-            if op.is_none() {
-                diags.push(
-                    Diagnostic::at(decl.op.loc, decl.op.len, format!("unknown op `{}`", decl.op.name))
-                        .with_help(did_you_mean(&decl.op.name, self.registry.names()).or_else(|| {
-                            Some("`flow ops` lists the available ops".to_string())
-                        })),
-                );
-            }
+            let op = match self.registry.resolve(&decl.op.name, self.dir) {
+                Ok(Some(op)) => Some(op),
+                Ok(None) => {
+                    let names = self.registry.names_for(self.dir);
+                    diags.push(
+                        Diagnostic::at(decl.op.loc, decl.op.len, format!("unknown op `{}`", decl.op.name)).with_help(
+                            did_you_mean(&decl.op.name, names.iter().map(String::as_str))
+                                .or_else(|| Some("`flow ops` lists the available ops".to_string())),
+                        ),
+                    );
+                    None
+                }
+                Err(e) => {
+                    diags.push(Diagnostic::at(decl.op.loc, decl.op.len, format!("op `{}`: {e}", decl.op.name)));
+                    None
+                }
+            };
             self.ops.push(op);
         }
     }

@@ -76,7 +76,7 @@ pub fn why_it_runs(graph: &Graph, node: &GraphNode, now: &KeyParts, before: Opti
         reasons.push(format!("input `{port}` removed"));
     }
     if before.fingerprint != now.fingerprint {
-        reasons.push(if node.op.spec().name.starts_with("script.") {
+        reasons.push(if is_script(&node.op.spec().name) {
             "script changed".to_string()
         } else {
             "content it reads changed".to_string()
@@ -87,4 +87,9 @@ pub fn why_it_runs(graph: &Graph, node: &GraphNode, now: &KeyParts, before: Opti
     } else {
         reasons.join(", ")
     }
+}
+
+/// Script ops are named `script.NAME` or by the path of their `.rhai` file.
+fn is_script(op: &str) -> bool {
+    op.starts_with("script.") || op.ends_with(".rhai")
 }

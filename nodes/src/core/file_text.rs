@@ -1,6 +1,6 @@
 //! `file.read_text` and `file.write_text`: UTF-8 text files.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
 use flow_engine::{Cost, Fingerprint, Inputs, Op, OpContext, OpSpec, Outputs, PortSpec, ValueType};
@@ -57,6 +57,10 @@ impl Op for ReadText {
 
     fn fingerprint(&self, literal_inputs: &Inputs, graph_dir: &Path) -> Result<Fingerprint> {
         fsutil::file_fingerprint(literal_inputs, "path", graph_dir)
+    }
+
+    fn watched_paths(&self, literal_inputs: &Inputs, graph_dir: &Path) -> Vec<PathBuf> {
+        fsutil::watched_file(literal_inputs, "path", graph_dir)
     }
 }
 

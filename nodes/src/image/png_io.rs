@@ -1,6 +1,6 @@
 //! `image.load` and `image.save`: PNG files.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, Result};
 use flow_engine::{
@@ -74,6 +74,10 @@ impl Op for Load {
 
     fn fingerprint(&self, literal_inputs: &Inputs, graph_dir: &Path) -> Result<Fingerprint> {
         fsutil::file_fingerprint(literal_inputs, "path", graph_dir)
+    }
+
+    fn watched_paths(&self, literal_inputs: &Inputs, graph_dir: &Path) -> Vec<PathBuf> {
+        fsutil::watched_file(literal_inputs, "path", graph_dir)
     }
 }
 

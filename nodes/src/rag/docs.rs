@@ -77,6 +77,16 @@ impl Op for DocsLoad {
         Ok(Outputs::single("docs", Docs { docs }.into_value()))
     }
 
+    fn watched_paths(&self, literal_inputs: &Inputs, graph_dir: &Path) -> Vec<PathBuf> {
+        let Ok(Some(path)) = literal_inputs.opt_text("path") else { return Vec::new() };
+        // A glob is watched through the folder before its first wildcard.
+        let literal = match path.find(['*', '?', '[']) {
+            Some(wild) => path[..wild].rsplit_once('/').map_or(".", |(dir, _)| dir),
+            None => path,
+        };
+        vec![fsutil::resolve(graph_dir, literal)]
+    }
+
     fn fingerprint(&self, literal_inputs: &Inputs, graph_dir: &Path) -> Result<Fingerprint> {
         let Some(path) = literal_inputs.opt_text("path")? else {
             return Ok(Fingerprint::Volatile(

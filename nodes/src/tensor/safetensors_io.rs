@@ -1,7 +1,7 @@
 //! `tensor.load` and `tensor.save`: tensors in safetensors files.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
 use candle_core::safetensors::SliceSafetensors;
@@ -90,6 +90,10 @@ impl Op for Load {
 
     fn fingerprint(&self, literal_inputs: &Inputs, graph_dir: &Path) -> Result<Fingerprint> {
         fsutil::file_fingerprint(literal_inputs, "path", graph_dir)
+    }
+
+    fn watched_paths(&self, literal_inputs: &Inputs, graph_dir: &Path) -> Vec<PathBuf> {
+        fsutil::watched_file(literal_inputs, "path", graph_dir)
     }
 }
 
