@@ -55,6 +55,18 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a graph, then re-run what changed on every save of the graph, its
+    /// scripts and the files it reads, until Ctrl-C.
+    Watch {
+        #[command(flatten)]
+        args: GraphArgs,
+        /// Print one JSON event per line instead of progress bars and tables.
+        #[arg(long)]
+        json: bool,
+        /// Milliseconds of quiet after a save before re-running.
+        #[arg(long, value_name = "MS", default_value_t = 50)]
+        debounce: u64,
+    },
     /// Check graph files; print every error; exit 2 if any.
     Validate {
         /// Graph files.
@@ -134,6 +146,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Run { args, no_cache, json } => cli::run::run(&args, no_cache, json),
+        Command::Watch { args, json, debounce } => cli::watch::watch(&args, json, debounce),
         Command::Validate { graphs } => cli::inspect::validate(&graphs),
         Command::Plan { args, no_cache } => cli::inspect::plan(&args, no_cache),
         Command::Graph { graph, format } => cli::inspect::graph(&graph, format),

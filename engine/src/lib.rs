@@ -17,6 +17,7 @@ pub mod run;
 pub mod source;
 pub mod types;
 pub mod value;
+pub mod watch;
 
 pub use engine::{Engine, EngineConfig};
 pub use context::{CancelToken, Interrupted, OpContext, Provenance};

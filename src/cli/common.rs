@@ -17,8 +17,8 @@ pub fn registry() -> Registry {
     flow_nodes::registry()
 }
 
-/// Loads and validates a graph, printing every error. `Err` carries the exit code.
-pub fn load_graph(path: &Path, set: &[String], registry: &Registry) -> Result<Graph, u8> {
+/// Parses `--set K=V` overrides, printing every bad one. `Err` carries the exit code.
+pub fn parse_overrides(set: &[String]) -> Result<Vec<Override>, u8> {
     let mut overrides = Vec::new();
     let mut bad = Vec::new();
     for s in set {
@@ -33,6 +33,12 @@ pub fn load_graph(path: &Path, set: &[String], registry: &Registry) -> Result<Gr
         }
         return Err(super::EXIT_INVALID);
     }
+    Ok(overrides)
+}
+
+/// Loads and validates a graph, printing every error. `Err` carries the exit code.
+pub fn load_graph(path: &Path, set: &[String], registry: &Registry) -> Result<Graph, u8> {
+    let overrides = parse_overrides(set)?;
     graph::load(path, &overrides, registry).map_err(|diags| {
         eprint!("{}", diags.render());
         super::EXIT_INVALID

@@ -7,6 +7,8 @@ pub mod models;
 pub mod render;
 pub mod run;
 pub mod table;
+pub mod watch;
+pub mod watch_output;
 
 /// Exit code: success.
 pub const EXIT_OK: u8 = 0;
