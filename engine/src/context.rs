@@ -50,7 +50,10 @@ pub struct Provenance {
     pub params: serde_json::Value,
 }
 
-/// The context of one node's execution.
+/// The context of one node's execution. A clone is a second handle on the
+/// same node (same device, events and cancellation), e.g. for callbacks that
+/// must own what they use.
+#[derive(Clone)]
 pub struct OpContext {
     node: String,
     device: Device,
@@ -60,6 +63,8 @@ pub struct OpContext {
     started: Instant,
     provenance: Arc<Provenance>,
     models: Arc<ModelPool>,
+    memo_root: Option<PathBuf>,
+    memo_reads: bool,
 }
 
 impl OpContext {
@@ -83,7 +88,31 @@ impl OpContext {
             started,
             provenance,
             models: Arc::new(ModelPool::new(crate::models::pool::DEFAULT_BUDGET)),
+            memo_root: None,
+            memo_reads: true,
         }
+    }
+
+    /// Lets ops keep fine-grained memos under `root` (a folder of the disk
+    /// cache); `reads` false (`--no-cache`) means memos are written but not
+    /// trusted.
+    pub fn with_memos(mut self, root: Option<PathBuf>, reads: bool) -> Self {
+        self.memo_root = root;
+        self.memo_reads = reads;
+        self
+    }
+
+    /// The folder for an op's own memo called `name` (e.g. per-text
+    /// embeddings, finer than the node's cache entry), inside the disk cache
+    /// so `flow cache stats|clear` count and clear it. `None` when the run
+    /// keeps no disk cache.
+    pub fn memo_dir(&self, name: &str) -> Option<PathBuf> {
+        self.memo_root.as_ref().map(|root| root.join(name))
+    }
+
+    /// Whether memo entries may be read (false under `--no-cache`).
+    pub fn memo_reads(&self) -> bool {
+        self.memo_reads
     }
 
     /// Uses `pool` for loaded models (the engine shares one pool across runs).

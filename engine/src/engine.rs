@@ -17,6 +17,9 @@ use crate::run::{
     execute, make_plan, records_path, Decision, Devices, Execution, Plan, PlanOptions, Records, ResolverRef, RunReport,
 };
 
+/// The folder of ops' own memos inside the disk tier's folder.
+pub const MEMO_FOLDER: &str = "memo";
+
 /// How an engine is set up.
 #[derive(Clone, Debug)]
 pub struct EngineConfig {
@@ -135,6 +138,8 @@ impl Engine {
                 params: serde_json::Value::Object(graph.params.iter().map(|(k, v)| (k.clone(), v.to_json())).collect()),
             }),
             models: Arc::clone(&self.models),
+            memo_root: self.cache.disk().map(|d| d.dir().join(MEMO_FOLDER)),
+            memo_reads: !options.no_cache,
         };
         let mut warnings = plan.warnings.clone();
         let mut report = self.runtime.block_on(execute(Arc::clone(&graph), plan, &exec));

@@ -35,4 +35,5 @@ pub fn register_all(reg: &mut Registry) {
 pub fn register_tiny_models(store: &ModelStore) {
     store.register_tiny("sd", sd::tiny::TINY_SD_VERSION, sd::tiny::generate_tiny_sd);
     store.register_tiny("llama", llm::TINY_LLAMA_VERSION, llm::generate_tiny_llama);
+    store.register_tiny("bert", rag::TINY_BERT_VERSION, rag::generate_tiny_bert);
 }

@@ -23,6 +23,7 @@ pub fn stats(dir: Option<PathBuf>) -> u8 {
             println!("cache: {}", path.display());
             println!("entries: {}", s.entries);
             println!("bytes: {} ({})", s.bytes, human_bytes(s.bytes));
+            println!("memo files: {} ({})", s.memo_files, human_bytes(s.memo_bytes));
             EXIT_OK
         }
         Err(code) => code,
@@ -34,7 +35,14 @@ pub fn clear(dir: Option<PathBuf>) -> u8 {
     match open(&dir) {
         Ok((path, disk)) => match disk.clear() {
             Ok(s) => {
-                println!("removed {} entries ({}) from {}", s.entries, human_bytes(s.bytes), path.display());
+                println!(
+                    "removed {} entries ({}) and {} memo files ({}) from {}",
+                    s.entries,
+                    human_bytes(s.bytes),
+                    s.memo_files,
+                    human_bytes(s.memo_bytes),
+                    path.display()
+                );
                 EXIT_OK
             }
             Err(e) => {

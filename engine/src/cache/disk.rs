@@ -32,6 +32,10 @@ pub struct DiskStats {
     pub entries: usize,
     /// Their total size in bytes.
     pub bytes: u64,
+    /// Files of ops' own memos (under `memo/`, e.g. per-text embeddings).
+    pub memo_files: usize,
+    /// Their total size in bytes.
+    pub memo_bytes: u64,
 }
 
 /// A persistent, content-addressed store of outputs.
@@ -116,11 +120,20 @@ impl DiskTier {
                 stats.bytes += len;
             }
         }
+        for (_, len) in memo_files(&self.memo_dir()) {
+            stats.memo_files += 1;
+            stats.memo_bytes += len;
+        }
         stats
     }
 
-    /// Deletes every entry, and leftover temporary files; returns what the
-    /// deleted entries held.
+    /// The folder of ops' own memos (see `OpContext::memo_dir`).
+    pub fn memo_dir(&self) -> PathBuf {
+        self.dir.join(crate::engine::MEMO_FOLDER)
+    }
+
+    /// Deletes every entry, leftover temporary files and the ops' memos;
+    /// returns what the deleted files held.
     pub fn clear(&self) -> Result<DiskStats, CacheError> {
         let mut removed = DiskStats::default();
         for (path, len) in self.files().map_err(|e| CacheError::io(&self.objects, e))? {
@@ -137,6 +150,16 @@ impl DiskTier {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(CacheError::io(path, e)),
             }
+        }
+        let memo = self.memo_dir();
+        for (_, len) in memo_files(&memo) {
+            removed.memo_files += 1;
+            removed.memo_bytes += len;
+        }
+        match fs::remove_dir_all(&memo) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(CacheError::io(memo, e)),
         }
         Ok(removed)
     }
@@ -159,6 +182,24 @@ impl DiskTier {
         }
         Ok(files)
     }
+}
+
+/// Every file below `dir` with its size (iterative; unreadable folders are
+/// skipped).
+fn memo_files(dir: &Path) -> Vec<(PathBuf, u64)> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = fs::read_dir(&dir) else { continue };
+        for entry in entries.flatten() {
+            match entry.file_type() {
+                Ok(t) if t.is_dir() => stack.push(entry.path()),
+                Ok(t) if t.is_file() => files.push((entry.path(), entry.metadata().map_or(0, |m| m.len()))),
+                _ => {}
+            }
+        }
+    }
+    files
 }
 
 /// Creates `path` (which must not exist) with `bytes`. No fsync: the rename

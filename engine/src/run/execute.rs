@@ -4,6 +4,7 @@
 //! stops dispatching and lets running nodes stop at their next step.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -39,6 +40,10 @@ pub struct Execution {
     pub provenance: Arc<Provenance>,
     /// Loaded models, shared across runs.
     pub models: Arc<ModelPool>,
+    /// Where ops keep their own memos (see [`OpContext::memo_dir`]).
+    pub memo_root: Option<PathBuf>,
+    /// False under `--no-cache`: memos are written, not read.
+    pub memo_reads: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -203,6 +208,8 @@ impl Scheduler<'_> {
             started: self.exec.started,
             provenance: Arc::clone(&self.exec.provenance),
             models: Arc::clone(&self.exec.models),
+            memo_root: self.exec.memo_root.clone(),
+            memo_reads: self.exec.memo_reads,
         };
         if node.op.spec().cost == Cost::Light {
             return Some(job.run());
@@ -337,6 +344,8 @@ struct Job {
     started: Instant,
     provenance: Arc<Provenance>,
     models: Arc<ModelPool>,
+    memo_root: Option<PathBuf>,
+    memo_reads: bool,
 }
 
 impl Job {
@@ -362,7 +371,8 @@ impl Job {
             self.started,
             Arc::clone(&self.provenance),
         )
-        .with_models(Arc::clone(&self.models));
+        .with_models(Arc::clone(&self.models))
+        .with_memos(self.memo_root.clone(), self.memo_reads);
         let t0 = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| node.op.run(&self.inputs, &ctx)))
             .unwrap_or_else(|panic| Err(anyhow!("the op panicked: {}", panic_message(&panic))));

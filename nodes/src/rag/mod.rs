@@ -20,6 +20,7 @@ mod embed;
 mod glob;
 mod index;
 mod search;
+mod tiny;
 mod values;
 
 use std::path::PathBuf;
@@ -28,17 +29,18 @@ use flow_engine::Registry;
 
 pub use chunk::{chunk_spans, tokens, Unit};
 pub use embed::{EncoderSettings, Pooling, SentenceEncoder, TokenIds, TOKENS_PER_PASS};
+pub use tiny::{generate_tiny_bert, TINY_BERT_VERSION};
 pub use values::{Chunk, Chunks, Docs, Document, Index};
 
 /// Registers the rag ops and the decoders of their cached values; the
-/// embedding memo lives in `<flow cache dir>/embeddings` (`$FLOW_CACHE_DIR`,
-/// else the XDG cache folder).
+/// embedding memo lives in the run's disk cache (`<cache dir>/v1/memo/embeddings`,
+/// counted and cleared by `flow cache stats|clear`).
 pub fn register(reg: &mut Registry) {
     register_with_memo_dir(reg, None);
 }
 
 /// Like [`register`], with the per-text embedding memo in `memo_dir` when
-/// given (e.g. `<--cache-dir>/embeddings`, or a test's temporary folder).
+/// given (e.g. a test's temporary folder) instead of the run's cache.
 pub fn register_with_memo_dir(reg: &mut Registry, memo_dir: Option<PathBuf>) {
     reg.register(docs::DocsLoad::new());
     reg.register(chunk::TextChunk::new());

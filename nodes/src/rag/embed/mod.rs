@@ -41,9 +41,11 @@ fn load_encoder(ctx: &OpContext, model: &ResolvedModel) -> Result<Arc<SentenceEn
 }
 
 /// Embeddings of `texts` as a row-major `[texts.len(), dim]` matrix, with
-/// `dim`. Texts found in the memo under `memo_root` (default:
-/// `<flow cache dir>/embeddings`) are not recomputed; the others go through
-/// the model `batch` at a time and are added to the memo. Reports progress
+/// `dim`. Texts found in the memo under `memo_root` (default: the run's
+/// memo folder `embeddings` inside the disk cache, see
+/// [`OpContext::memo_dir`]; no memo when the run has no disk cache) are not
+/// recomputed (under `--no-cache` the memo is written, not read); the others
+/// go through the model `batch` at a time and are added to the memo. Reports progress
 /// per batch and, once done, the message `computed N of M texts`.
 pub(crate) fn embed_texts(
     ctx: &OpContext,
@@ -54,10 +56,12 @@ pub(crate) fn embed_texts(
 ) -> Result<(Vec<f32>, usize)> {
     let settings = EncoderSettings::read(model.dir())?;
     let dim = settings.dim;
-    let root =
-        memo_root.map(Path::to_path_buf).unwrap_or_else(|| flow_engine::cache::default_cache_dir().join("embeddings"));
     let recipe = format!("{LOADER}|{}|{settings:?}", model.fingerprint);
-    let memo = EmbeddingMemo::new(&root, &recipe, dim);
+    let memo = memo_root
+        .map(Path::to_path_buf)
+        .or_else(|| ctx.memo_dir("embeddings"))
+        .map(|root| EmbeddingMemo::new(&root, &recipe, dim));
+    let readable = memo.as_ref().filter(|_| ctx.memo_reads());
 
     let hashes: Vec<blake3::Hash> = texts.iter().map(|t| blake3::hash(t.as_bytes())).collect();
     let mut vectors: HashMap<blake3::Hash, Vec<f32>> = HashMap::new();
@@ -67,7 +71,7 @@ pub(crate) fn embed_texts(
         if !seen.insert(*h) {
             continue;
         }
-        match memo.get(h) {
+        match readable.and_then(|m| m.get(h)) {
             Some(v) => {
                 vectors.insert(*h, v);
             }
@@ -86,7 +90,7 @@ pub(crate) fn embed_texts(
         encoder.embed_batched(&rows, batch, |group, batch_vectors, done, total| {
             for (&j, v) in group.iter().zip(batch_vectors) {
                 let h = hashes[missing[j]];
-                if memo_error.is_none() {
+                if let (Some(memo), None) = (&memo, &memo_error) {
                     memo_error = memo.put(&h, &v).err();
                 }
                 vectors.insert(h, v);
