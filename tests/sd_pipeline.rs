@@ -135,3 +135,23 @@ fn hires_fix_reruns_only_the_upscale_when_its_settings_change() {
     assert_eq!(common::executed(&events), ["save", "upscaled"]);
     assert!(sb.path().join("graphs/out/hires-42.png").exists());
 }
+
+/// An SD 2.x-style model (`tiny:sd2`: exact-GELU text encoder, `!` padding,
+/// heads per block, linear projections, v-prediction, trailing spacing) runs
+/// through the txt2img graph with every sampler, unchanged.
+#[test]
+fn txt2img_runs_an_sd2_style_model_with_every_sampler() {
+    let sb = Sandbox::new();
+    let graph = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("graphs/txt2img.yaml")).unwrap();
+    sb.write("g.yaml", &graph.replace("sd: tiny:sd\n", "sd: tiny:sd2\n"));
+    let mut pictures = Vec::new();
+    for sampler in ["ddim", "euler", "euler_a", "dpmpp_2m", "unipc"] {
+        let out = sb.flow(&["run", "g.yaml", "--set", &format!("sampler={sampler}"), "--set", "steps=4"]);
+        assert_eq!(out.status.code(), Some(0), "{sampler}: {}", stderr(&out));
+        let png = sb.path().join("out/txt2img-42.png");
+        pictures.push(image_bytes(&png));
+        std::fs::remove_file(png).unwrap();
+    }
+    assert!(pictures.iter().all(|p| p.len() == 64 * 64 * 3));
+    assert!(pictures.windows(2).any(|w| w[0] != w[1]), "the samplers give different pictures");
+}

@@ -34,6 +34,7 @@ pub fn register_all(reg: &mut Registry) {
 /// Registers the generators of the `tiny:KIND` test models with a model store.
 pub fn register_tiny_models(store: &ModelStore) {
     store.register_tiny("sd", sd::tiny::TINY_SD_VERSION, sd::tiny::generate_tiny_sd);
+    store.register_tiny("sd2", sd::tiny::TINY_SD2_VERSION, sd::tiny::generate_tiny_sd2);
     store.register_tiny("llama", llm::TINY_LLAMA_VERSION, llm::generate_tiny_llama);
     store.register_tiny("bert", rag::TINY_BERT_VERSION, rag::generate_tiny_bert);
 }

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use flow_nodes::sd::pipeline::{load_unet, load_vae};
-use flow_nodes::sd::tiny::generate_tiny_sd;
+use flow_nodes::sd::tiny::{generate_tiny_sd, generate_tiny_sd2};
 use flow_nodes::sd::tokenizer::ClipTokenizer;
 use flow_nodes::sd::{guided_eps, StableDiffusion, TextEncoder};
 
@@ -184,6 +184,67 @@ fn sd_tiny_generator_writes_the_fixture_layout_deterministically() {
     let v = image.flatten_all().unwrap().to_vec1::<f32>().unwrap();
     assert!(v.iter().all(|x| (0.0..=1.0).contains(x)));
     assert!(eps.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|x| x.is_finite()));
+}
+
+/// Copies the fixture's `unet/` into a new pipeline folder with
+/// `use_linear_projection` on and the transformer blocks' 1×1-convolution
+/// projections reshaped into the linear layers SD 2.x checkpoints have.
+fn fixture_unet_with_linear_projections() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("unet")).unwrap();
+    let config = std::fs::read_to_string(pipeline_dir().join("unet/config.json")).unwrap();
+    let config = config.replace("\"use_linear_projection\": false", "\"use_linear_projection\": true");
+    assert!(config.contains("\"use_linear_projection\": true"));
+    std::fs::write(dir.path().join("unet/config.json"), config).unwrap();
+    let weights = pipeline_dir().join("unet/diffusion_pytorch_model.safetensors");
+    let mut tensors = candle_core::safetensors::load(weights, &Device::Cpu).unwrap();
+    let mut reshaped = 0;
+    for (name, t) in tensors.iter_mut() {
+        if (name.ends_with("proj_in.weight") || name.ends_with("proj_out.weight")) && t.rank() == 4 {
+            let (o, i, _, _) = t.dims4().unwrap();
+            *t = t.reshape((o, i)).unwrap();
+            reshaped += 1;
+        }
+    }
+    assert!(reshaped >= 4, "the fixture's transformer blocks have conv projections");
+    candle_core::safetensors::save(&tensors, dir.path().join("unet/diffusion_pytorch_model.safetensors")).unwrap();
+    dir
+}
+
+/// SD 2.x transformer blocks use linear projections; on the same weights
+/// they must give diffusers' output of the 1×1-convolution version.
+#[test]
+fn sd2_linear_projections_match_diffusers_on_the_same_weights() {
+    let want = expected("unet_step.safetensors");
+    let dir = fixture_unet_with_linear_projections();
+    let unet = load_unet(dir.path(), &Device::Cpu, DType::F32).unwrap();
+    let t = want["timestep"].to_vec1::<f32>().unwrap()[0] as f64;
+    let got = unet.forward(&want["sample"], t, &want["encoder_hidden_states"]).unwrap();
+    assert_close("unet with linear projections", &got, &want["noise_pred"]);
+}
+
+/// `tiny:sd2` has the SD 2.x traits; the pipeline loads and runs it with no
+/// code change: exact GELU in the text encoder, `!` padding, heads per
+/// block, linear projections, v-prediction with trailing spacing.
+#[test]
+fn sd2_style_tiny_model_loads_pads_with_its_own_token_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    generate_tiny_sd2(dir.path()).unwrap();
+    let tokenizer = ClipTokenizer::load(&dir.path().join("tokenizer"), 77).unwrap();
+    assert_eq!(tokenizer.pad_id(), 0, "`!` is id 0 of the CLIP vocabulary");
+    let ids = tokenizer.encode("a cat").unwrap();
+    assert_eq!(&ids[..4], &[49406, 320, 2368, 49407]);
+    assert!(ids[4..].iter().all(|&id| id == 0), "padded with `!`, not with <|endoftext|>");
+    let scheduler = std::fs::read_to_string(dir.path().join("scheduler/scheduler_config.json")).unwrap();
+    assert!(scheduler.contains("v_prediction") && scheduler.contains("trailing"));
+
+    let sd = StableDiffusion::load(dir.path(), &Device::Cpu, DType::F32).unwrap();
+    let cond = sd.text_encoder.encode("a lighthouse").unwrap();
+    let uncond = sd.text_encoder.encode("").unwrap();
+    let latent = Tensor::randn(0f32, 1f32, (1, 4, 8, 8), &Device::Cpu).unwrap();
+    let v = guided_eps(&sd.unet, &latent, 500.0, &cond, &uncond, 7.5).unwrap();
+    assert_eq!(v.dims(), &[1, 4, 8, 8]);
+    assert!(v.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().all(|x| x.is_finite()));
 }
 
 mod ops {

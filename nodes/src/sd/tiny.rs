@@ -1,7 +1,14 @@
-//! The `tiny:sd` generator: a complete diffusers SD 1.x directory with the
-//! configs and the real CLIP tokenizer of `tests/fixtures/tiny-sd/pipeline`
-//! (embedded at build time) and deterministic seeded random weights, so a
-//! whole txt2img pipeline runs in seconds on any CPU without downloads.
+//! The `tiny:sd` and `tiny:sd2` generators: complete diffusers directories
+//! with the configs and the real CLIP tokenizer of
+//! `tests/fixtures/tiny-sd/pipeline` (embedded at build time) and
+//! deterministic seeded random weights, so a whole txt2img pipeline runs in
+//! seconds on any CPU without downloads.
+//!
+//! `tiny:sd` is the SD 1.x layout of the fixture. `tiny:sd2` changes what SD
+//! 2.x checkpoints change (see [`SD2_CHANGES`]): a text encoder with exact
+//! GELU, `!` as the pad token, heads given per block, linear projections in
+//! the transformer blocks, upcast attention, v-prediction and trailing
+//! timestep spacing.
 //!
 //! Weights are created by building each component with a [`VarBuilder`]
 //! whose backend invents every tensor it is asked for, so names and shapes
@@ -32,25 +39,33 @@ use crate::tensor::rng::SplitMix64;
 /// Version of the generator's output (the model store's folder name).
 pub const TINY_SD_VERSION: u32 = 1;
 
+/// Version of the `tiny:sd2` generator's output.
+pub const TINY_SD2_VERSION: u32 = 1;
+
+/// What `tiny:sd2` changes in the `tiny:sd` files: keys set per file.
+pub const SD2_CHANGES: [(&str, &str); 5] = [
+    ("text_encoder/config.json", r#"{"hidden_act": "gelu", "pad_token_id": 0}"#),
+    ("tokenizer/special_tokens_map.json", r#"{"pad_token": "!"}"#),
+    ("tokenizer/tokenizer_config.json", r#"{"pad_token": "!"}"#),
+    ("unet/config.json", r#"{"attention_head_dim": [2, 4], "use_linear_projection": true, "upcast_attention": true}"#),
+    ("scheduler/scheduler_config.json", r#"{"prediction_type": "v_prediction", "timestep_spacing": "trailing"}"#),
+];
+
 macro_rules! fixture {
     ($rel:literal) => {
         concat!(env!("CARGO_MANIFEST_DIR"), "/../tests/fixtures/tiny-sd/pipeline/", $rel)
     };
 }
 
-const TEXT_ENCODER_CONFIG: &str = include_str!(fixture!("text_encoder/config.json"));
-const UNET_CONFIG: &str = include_str!(fixture!("unet/config.json"));
-const VAE_CONFIG: &str = include_str!(fixture!("vae/config.json"));
-
-/// The small text files of the directory, copied verbatim from the fixture.
+/// The small text files of the directory, copied from the fixture.
 const TEXT_FILES: [(&str, &str); 7] = [
     ("model_index.json", include_str!(fixture!("model_index.json"))),
     ("scheduler/scheduler_config.json", include_str!(fixture!("scheduler/scheduler_config.json"))),
-    ("text_encoder/config.json", TEXT_ENCODER_CONFIG),
+    ("text_encoder/config.json", include_str!(fixture!("text_encoder/config.json"))),
     ("tokenizer/special_tokens_map.json", include_str!(fixture!("tokenizer/special_tokens_map.json"))),
     ("tokenizer/tokenizer_config.json", include_str!(fixture!("tokenizer/tokenizer_config.json"))),
-    ("unet/config.json", UNET_CONFIG),
-    ("vae/config.json", VAE_CONFIG),
+    ("unet/config.json", include_str!(fixture!("unet/config.json"))),
+    ("vae/config.json", include_str!(fixture!("vae/config.json"))),
 ];
 
 /// The real CLIP tokenizer (1.7 MB); vocab.json and merges.txt are derived
@@ -142,6 +157,24 @@ fn vocab_and_merges(tokenizer_json: &[u8]) -> Result<(String, String)> {
 /// folder): configs, tokenizer and seeded random weights. The output is the
 /// same on every machine.
 pub fn generate_tiny_sd(dir: &Path) -> Result<()> {
+    generate(dir, &[])
+}
+
+/// Writes the `tiny:sd2` directory: `tiny:sd` with [`SD2_CHANGES`].
+pub fn generate_tiny_sd2(dir: &Path) -> Result<()> {
+    generate(dir, &SD2_CHANGES)
+}
+
+/// `text` with the top-level keys of the JSON object `changes` set.
+fn changed_json(text: &str, changes: &str) -> Result<String> {
+    let mut json: serde_json::Value = serde_json::from_str(text)?;
+    let changes: serde_json::Map<String, serde_json::Value> = serde_json::from_str(changes)?;
+    let object = json.as_object_mut().ok_or_else(|| anyhow!("a config file is not a JSON object"))?;
+    object.extend(changes);
+    Ok(serde_json::to_string_pretty(&json)?)
+}
+
+fn generate(dir: &Path, changes: &[(&str, &str)]) -> Result<()> {
     let write = |rel: &str, bytes: &[u8]| -> Result<()> {
         let path = dir.join(rel);
         if let Some(parent) = path.parent() {
@@ -149,17 +182,23 @@ pub fn generate_tiny_sd(dir: &Path) -> Result<()> {
         }
         fs::write(&path, bytes).with_context(|| format!("cannot write `{}`", path.display()))
     };
+    let mut texts: HashMap<&str, String> = HashMap::new();
     for (rel, text) in TEXT_FILES {
+        let text = match changes.iter().find(|(file, _)| *file == rel) {
+            Some((_, change)) => changed_json(text, change)?,
+            None => text.to_string(),
+        };
         write(rel, text.as_bytes())?;
+        texts.insert(rel, text);
     }
     write("tokenizer/tokenizer.json", TOKENIZER_JSON)?;
     let (vocab, merges) = vocab_and_merges(TOKENIZER_JSON)?;
     write("tokenizer/vocab.json", vocab.as_bytes())?;
     write("tokenizer/merges.txt", merges.as_bytes())?;
 
-    let clip: ClipTextConfig = serde_json::from_str(TEXT_ENCODER_CONFIG)?;
-    let unet: UNetConfig = serde_json::from_str(UNET_CONFIG)?;
-    let vae: VaeConfig = serde_json::from_str(VAE_CONFIG)?;
+    let clip: ClipTextConfig = serde_json::from_str(&texts["text_encoder/config.json"])?;
+    let unet: UNetConfig = serde_json::from_str(&texts["unet/config.json"])?;
+    let vae: VaeConfig = serde_json::from_str(&texts["vae/config.json"])?;
     write_weights(&dir.join("text_encoder/model.safetensors"), |vb| {
         ClipTextModel::new(&clip, vb.pp("text_model")).map(drop)
     })?;
