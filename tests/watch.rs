@@ -110,6 +110,8 @@ fn saves_re_run_exactly_the_changed_node_and_its_descendants() {
     let mut ran = executed(&second);
     ran.sort();
     assert_eq!(ran, ["a", "b", "d", "save"]);
+    let d = second.iter().find(|e| e["event"] == "node_started" && e["node"] == "d").unwrap();
+    assert_eq!(d["reason"], "upstream `b` changed", "only the upstream that changed is named");
     assert_eq!(std::fs::read_to_string(sb.path().join("out/d.txt")).unwrap(), "hello moon! / side");
 
     // Atomic rename save of a change to `c` alone: c, d and save run.

@@ -161,18 +161,24 @@ pub fn make_plan(
                 .map(|(k, p)| (k, p, fingerprint))
                 .map_err(|e| format!("cannot compute the cache key: {e:#}"))
         });
-        plans[i] = Some(match keyed {
+        let plan = match keyed {
             Ok((key, parts, fingerprint)) => {
                 keys[i] = Some(key);
                 let reason = if let Fingerprint::Volatile(why) = &fingerprint {
                     format!("not cacheable: {why}")
                 } else {
-                    why_it_runs(graph, node, &parts, records.nodes.get(&node.id))
+                    // An upstream node changed if its key differs from last run's.
+                    let changed = |d: usize| {
+                        let now = plans[d].as_ref().and_then(|p| p.parts.as_ref()).map(|p| &p.key);
+                        now.is_none() || now != records.nodes.get(&graph.nodes[d].id).map(|p| &p.key)
+                    };
+                    why_it_runs(graph, node, &parts, records.nodes.get(&node.id), &changed)
                 };
                 NodePlan { key: Some(key), parts: Some(parts), decision: Decision::Run(reason), cached: None }
             }
             Err(error) => NodePlan { key: None, parts: None, decision: Decision::Fail(error), cached: None },
-        });
+        };
+        plans[i] = Some(plan);
     }
     // Decide from the targets backwards: a node is looked up only if something
     // that runs needs its value (or it is a target).

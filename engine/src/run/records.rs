@@ -41,7 +41,15 @@ impl Records {
 }
 
 /// Explains why `node` has no cache entry for its current key.
-pub fn why_it_runs(graph: &Graph, node: &GraphNode, now: &KeyParts, before: Option<&KeyParts>) -> String {
+/// `upstream_changed(d)` tells whether node `d`'s key changed since the last
+/// run, so that an input fed by several nodes names only those that changed.
+pub fn why_it_runs(
+    graph: &Graph,
+    node: &GraphNode,
+    now: &KeyParts,
+    before: Option<&KeyParts>,
+    upstream_changed: &dyn Fn(usize) -> bool,
+) -> String {
     let Some(before) = before else {
         return "no cache entry".to_string();
     };
@@ -56,20 +64,26 @@ pub fn why_it_runs(graph: &Graph, node: &GraphNode, now: &KeyParts, before: Opti
         if before.inputs.get(port) == Some(hash) {
             continue;
         }
-        let mut upstream = Vec::new();
+        // Of the nodes feeding this input, those whose key changed; none
+        // means the input's own literal parts or its links changed.
+        let mut changed = Vec::new();
         if let Some(expr) = node.inputs.get(port) {
-            expr.for_each_link(&mut |n, _| upstream.push(graph.nodes[n].id.clone()));
+            expr.for_each_link(&mut |n, _| {
+                if upstream_changed(n) {
+                    changed.push(graph.nodes[n].id.clone());
+                }
+            });
         }
+        changed.dedup();
         let model = matches!(node.inputs.get(port), Some(Expr::Model { .. }));
         reasons.push(if port == "params" && !node.inputs.contains_key("params") {
             "a param the template names changed".to_string()
         } else if model {
             format!("model `{port}` changed")
-        } else if upstream.is_empty() {
+        } else if changed.is_empty() {
             format!("input `{port}` changed")
         } else {
-            upstream.dedup();
-            format!("upstream `{}` changed", upstream.join("`, `"))
+            format!("upstream `{}` changed", changed.join("`, `"))
         });
     }
     for port in before.inputs.keys().filter(|p| !now.inputs.contains_key(*p)) {
