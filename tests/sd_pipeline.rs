@@ -155,3 +155,23 @@ fn txt2img_runs_an_sd2_style_model_with_every_sampler() {
     assert!(pictures.iter().all(|p| p.len() == 64 * 64 * 3));
     assert!(pictures.windows(2).any(|w| w[0] != w[1]), "the samplers give different pictures");
 }
+
+/// `precision: f16` (what `auto` means on CUDA) runs the whole txt2img graph
+/// and stays close to diffusers' float32 trajectory.
+#[test]
+fn txt2img_in_f16_stays_close_to_diffusers() {
+    let expected_path = fixtures().join("expected/trajectory_ddim.safetensors");
+    let expected = load(&expected_path);
+    let sb = Sandbox::new();
+    let graph = txt2img_graph("ddim", &expected_path)
+        .replace("negative: \"\" }", "negative: \"\", precision: f16 }")
+        .replace("sampler: ddim }", "sampler: ddim, precision: f16 }");
+    assert_eq!(graph.matches("precision: f16").count(), 2);
+    run_graph(&sb, &graph);
+    let got = only_tensor(&sb.path().join("out/latent.safetensors")).flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let want = expected["final_latent"].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let scale = want.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) / scale;
+    eprintln!("f16 ddim final latent: max abs error {err:.2e} of the largest value");
+    assert!(err < 1e-2, "{err}");
+}

@@ -368,6 +368,31 @@ mod ops {
 
 /// Float64 weights skip the fused float32 CPU kernels, so this runs the
 /// candle-op paths that other devices and dtypes (CUDA, f16) take.
+/// `precision: f16` (the CUDA default) on the same weights: the text encoder
+/// and UNet stay close to diffusers' float32 outputs. Measured here on the
+/// CPU, where candle runs the same float16 graph.
+#[test]
+fn sd_text_encoder_and_unet_in_f16_stay_close() {
+    let dev = Device::Cpu;
+    let worst = |got: &Tensor, want: &Tensor| -> f32 {
+        let g = got.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let w = want.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let scale = w.iter().fold(0f32, |m, x| m.max(x.abs()));
+        g.iter().zip(&w).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max) / scale
+    };
+    let clip = expected("clip.safetensors");
+    let te = TextEncoder::load(&pipeline_dir(), &dev, DType::F16).unwrap();
+    let hidden = te.encode("a photo of a cat").unwrap();
+    let clip_err = worst(&hidden, &clip["last_hidden_state"].i(0..1).unwrap());
+    let want = expected("unet_step.safetensors");
+    let unet = load_unet(&pipeline_dir(), &dev, DType::F16).unwrap();
+    let t = want["timestep"].to_vec1::<f32>().unwrap()[0] as f64;
+    let got = unet.forward(&want["sample"], t, &want["encoder_hidden_states"]).unwrap();
+    let unet_err = worst(&got, &want["noise_pred"]);
+    println!("f16 max abs error relative to the largest value: clip {clip_err:.2e}, unet {unet_err:.2e}");
+    assert!(clip_err < 5e-3 && unet_err < 5e-3, "clip {clip_err}, unet {unet_err}");
+}
+
 #[test]
 fn sd_candle_op_paths_in_f64() {
     let dev = Device::Cpu;

@@ -3,7 +3,7 @@
 use anyhow::Result;
 use flow_engine::{Cost, Inputs, Op, OpContext, OpSpec, Outputs, PortSpec, ValueType};
 
-use super::{model_input, text_encoder, SdCond};
+use super::{compute_dtype, model_input, precision_port, text_encoder, SdCond};
 
 pub(super) struct EncodePrompt {
     spec: OpSpec,
@@ -22,6 +22,7 @@ impl EncodePrompt {
                     PortSpec::new("model", ValueType::Model, "a Stable Diffusion 1.x/2.x model (diffusers layout)"),
                     PortSpec::new("prompt", ValueType::Text, "what the image should show"),
                     PortSpec::with_default("negative", ValueType::Text, "", "what to steer away from; empty is encoded too"),
+                    precision_port(),
                 ],
                 outputs: vec![PortSpec::new("cond", ValueType::Cond, "the prompt and negative-prompt embeddings")],
                 output: false,
@@ -37,7 +38,7 @@ impl Op for EncodePrompt {
     }
 
     fn run(&self, inputs: &Inputs, ctx: &OpContext) -> Result<Outputs> {
-        let te = text_encoder(ctx, model_input(inputs, "model")?)?;
+        let te = text_encoder(ctx, model_input(inputs, "model")?, compute_dtype(inputs, ctx)?)?;
         let cond = te.encode(inputs.text("prompt")?)?;
         let uncond = te.encode(inputs.opt_text("negative")?.unwrap_or(""))?;
         Ok(Outputs::single("cond", SdCond { cond, uncond }.into_value()))

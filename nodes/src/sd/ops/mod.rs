@@ -3,8 +3,11 @@
 //! object they pass to `sd.sample`, and the loaders that keep the model
 //! components resident in the engine's model pool.
 //!
-//! Components are loaded separately (a VAE decode never loads the UNet), in
-//! float32 on the node's device, keyed by the model's fingerprint.
+//! Components are loaded separately (a VAE decode never loads the UNet) on
+//! the node's device, keyed by the model's fingerprint and dtype. The text
+//! encoder and UNet compute in the `precision` their op asks for (`auto`:
+//! float16 on CUDA, float32 elsewhere); the VAE always runs in float32, as
+//! diffusers upcasts it (SD VAEs overflow in float16).
 
 mod cond;
 mod encode_prompt;
@@ -15,10 +18,10 @@ mod vae;
 use std::path::Path;
 use std::sync::Arc;
 
-use anyhow::{anyhow, Result};
+use anyhow::{anyhow, bail, Result};
 use candle_core::DType;
 use flow_engine::models::ResolvedModel;
-use flow_engine::{Inputs, OpContext, Registry};
+use flow_engine::{Inputs, OpContext, PortSpec, Registry, ValueType};
 
 pub use cond::SdCond;
 
@@ -43,6 +46,26 @@ pub fn model_input<'a>(inputs: &'a Inputs, port: &str) -> Result<&'a ResolvedMod
     v.as_object::<ResolvedModel>().ok_or_else(|| anyhow!("input `{port}` should be a model, got {}", v.value_type()))
 }
 
+/// The `precision` input shared by the ops that run the text encoder or UNet.
+fn precision_port() -> PortSpec {
+    PortSpec::with_default("precision", ValueType::Text, "auto", "auto (f16 on CUDA, f32 elsewhere), f32 or f16")
+}
+
+/// The dtype the `precision` input asks for on the node's device.
+fn compute_dtype(inputs: &Inputs, ctx: &OpContext) -> Result<DType> {
+    Ok(match inputs.text("precision")? {
+        "auto" if ctx.device().is_cuda() => DType::F16,
+        "auto" | "f32" => DType::F32,
+        "f16" => DType::F16,
+        other => bail!("input `precision` is `{other}`; use auto, f32 or f16"),
+    })
+}
+
+/// Bytes the weights of a component folder take once loaded as `dtype`.
+fn resident_bytes(dir: &Path, stem: &str, dtype: DType) -> u64 {
+    f32_bytes(dir, stem) / 4 * dtype.size_in_bytes() as u64
+}
+
 /// Bytes the weights of a component folder take once loaded in float32.
 fn f32_bytes(dir: &Path, stem: &str) -> u64 {
     weight_files(dir, stem)
@@ -59,20 +82,20 @@ fn f32_bytes(dir: &Path, stem: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// The tokenizer and text encoder of an SD model, from the pool.
-pub fn text_encoder(ctx: &OpContext, model: &ResolvedModel) -> Result<Arc<TextEncoder>> {
+/// The tokenizer and text encoder of an SD model in `dtype`, from the pool.
+pub fn text_encoder(ctx: &OpContext, model: &ResolvedModel, dtype: DType) -> Result<Arc<TextEncoder>> {
     let dir = model.dir();
-    let key = model.pool_key(ctx.device(), "sd-text-encoder-f32");
-    let bytes = f32_bytes(&dir.join("text_encoder"), "model");
-    ctx.models().get_or_load(&key, bytes, || TextEncoder::load(dir, ctx.device(), DType::F32))
+    let key = model.pool_key(ctx.device(), &format!("sd-text-encoder-{}", dtype.as_str()));
+    let bytes = resident_bytes(&dir.join("text_encoder"), "model", dtype);
+    ctx.models().get_or_load(&key, bytes, || TextEncoder::load(dir, ctx.device(), dtype))
 }
 
-/// The UNet of an SD model, from the pool.
-pub fn unet(ctx: &OpContext, model: &ResolvedModel) -> Result<Arc<UNet2DConditionModel>> {
+/// The UNet of an SD model in `dtype`, from the pool.
+pub fn unet(ctx: &OpContext, model: &ResolvedModel, dtype: DType) -> Result<Arc<UNet2DConditionModel>> {
     let dir = model.dir();
-    let key = model.pool_key(ctx.device(), "sd-unet-f32");
-    let bytes = f32_bytes(&dir.join("unet"), "diffusion_pytorch_model");
-    ctx.models().get_or_load(&key, bytes, || load_unet(dir, ctx.device(), DType::F32))
+    let key = model.pool_key(ctx.device(), &format!("sd-unet-{}", dtype.as_str()));
+    let bytes = resident_bytes(&dir.join("unet"), "diffusion_pytorch_model", dtype);
+    ctx.models().get_or_load(&key, bytes, || load_unet(dir, ctx.device(), dtype))
 }
 
 /// The VAE of an SD model, from the pool.

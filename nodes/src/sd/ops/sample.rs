@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor};
 use flow_engine::{Cost, Inputs, Op, OpContext, OpSpec, Outputs, PortSpec, Value, ValueType};
 
-use super::{model_input, unet, SdCond};
+use super::{compute_dtype, model_input, precision_port, unet, SdCond};
 use crate::sd::guided_eps;
 use crate::sd::scheduler::{self, img2img_start, SamplerOptions, SchedulerConfig};
 use crate::tensor::rng::SplitMix64;
@@ -39,6 +39,7 @@ impl Sample {
                     PortSpec::with_default("denoise", ValueType::Float, 1.0, "strength: 1 = txt2img, below 1 = img2img"),
                     PortSpec::optional("noise", ValueType::Tensor, "noise replacing the seeded noise (diffusers' `latents=` for txt2img)"),
                     PortSpec::with_default("eta", ValueType::Float, 0.0, "DDIM eta (0 = deterministic)"),
+                    precision_port(),
                 ],
                 outputs: vec![PortSpec::new("latent", ValueType::Latent, "the denoised latent")],
                 output: false,
@@ -100,7 +101,7 @@ impl Op for Sample {
             }
             (start, sched.add_noise(&latent, &noise, start)?)
         };
-        let unet = unet(ctx, model)?;
+        let unet = unet(ctx, model, compute_dtype(inputs, ctx)?)?;
         let device = ctx.device().clone();
         let mut step_noise = |shape: &[usize]| seeded_noise(&mut rng, shape, &device);
         let total = sched.timesteps().len();
