@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::graph::Graph;
+use crate::graph::{Expr, Graph};
 
 use super::inputs::literal_inputs;
 
@@ -16,7 +16,11 @@ pub fn watched_paths(graph: &Graph) -> Vec<PathBuf> {
     for node in &graph.nodes {
         paths.extend(node.op.watched_paths(&literal_inputs(node, &no_models), &graph.dir));
     }
-    for reference in graph.models.values() {
+    let inline = graph.nodes.iter().flat_map(|n| n.inputs.values()).filter_map(|e| match e {
+        Expr::Model { reference, .. } => Some(reference),
+        _ => None,
+    });
+    for reference in graph.models.values().chain(inline) {
         let local = graph.dir.join(reference);
         if local.exists() {
             paths.push(local);
