@@ -198,3 +198,46 @@ fn a_save_during_a_run_cancels_it_and_runs_again() {
     assert_eq!(again.last().unwrap()["ok"], true);
     assert!(sb.path().join("out/n.safetensors").exists());
 }
+
+const UPPER: &str = r#"fn ports() { #{ inputs: #{ text: "text" }, outputs: #{ text: "text" } } }
+fn run(i) { let t = i.text; t.make_upper(); #{ text: t } }
+"#;
+const EXCLAIM: &str = r#"fn ports() { #{ inputs: #{ text: "text" }, outputs: #{ text: "text" } } }
+fn run(i) { #{ text: i.text + "!" } }
+"#;
+
+#[test]
+fn editing_a_script_re_runs_exactly_the_nodes_that_use_it() {
+    let sb = Sandbox::new();
+    sb.write("scripts/upper.rhai", UPPER);
+    sb.write("scripts/exclaim.rhai", EXCLAIM);
+    sb.write(
+        "g.yaml",
+        "flow: 1\nnodes:\n  shout: { op: script.upper, in: { text: hello } }\n  \
+         excite: { op: script.exclaim, in: { text: world } }\n  \
+         both: { op: text.join, in: { items: [$shout, $excite], sep: \" \" } }\n  \
+         save: { op: file.write_text, in: { path: out/s.txt, text: $both } }\n",
+    );
+    let watch = Watch::start(&sb, "g.yaml");
+    let first = watch.run();
+    assert_eq!(executed(&first).len(), 4, "{first:#?}");
+    assert_eq!(std::fs::read_to_string(sb.path().join("out/s.txt")).unwrap(), "HELLO world!");
+
+    save_by_rename(&sb, "scripts/exclaim.rhai", &EXCLAIM.replace("\"!\"", "\"?\""));
+    let second = watch.run();
+    let mut ran = executed(&second);
+    ran.sort();
+    assert_eq!(ran, ["both", "excite", "save"]);
+    let started = second.iter().find(|e| e["event"] == "node_started" && e["node"] == "excite").unwrap();
+    assert_eq!(started["reason"], "script changed");
+    assert_eq!(std::fs::read_to_string(sb.path().join("out/s.txt")).unwrap(), "HELLO world?");
+
+    // A script that no longer compiles is reported, located, and the session goes on.
+    sb.write("scripts/upper.rhai", &UPPER.replace("t.make_upper();", "t.make_upper(;"));
+    let invalid = watch.until(|e| e["event"] == "watch_invalid");
+    let errors = invalid.last().unwrap()["errors"].as_str().unwrap().to_string();
+    assert!(errors.contains("scripts/upper.rhai:2:"), "{errors}");
+    sb.write("scripts/upper.rhai", UPPER);
+    let fixed = watch.run();
+    assert_eq!(fixed.last().unwrap()["ok"], true);
+}

@@ -14,6 +14,7 @@ pub mod models;
 pub mod op;
 pub mod registry;
 pub mod run;
+pub mod script;
 pub mod source;
 pub mod types;
 pub mod value;

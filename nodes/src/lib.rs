@@ -1,7 +1,10 @@
 //! flow-nodes: the built-in node library. Each family is a folder of small
 //! files and registers its ops with [`register_all`].
 
+use std::sync::Arc;
+
 use flow_engine::models::ModelStore;
+use flow_engine::script::ScriptSource;
 use flow_engine::Registry;
 
 pub mod core;
@@ -13,10 +16,12 @@ pub mod sd;
 pub mod tensor;
 pub mod upscale;
 
-/// A registry holding every built-in op.
+/// A registry holding every built-in op, and the rhai script ops
+/// (`script.NAME`, `path.rhai`) of [`ScriptSource`].
 pub fn registry() -> Registry {
     let mut reg = Registry::new();
     register_all(&mut reg);
+    reg.register_source(Arc::new(ScriptSource::new()));
     reg
 }
 

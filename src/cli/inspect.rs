@@ -139,17 +139,27 @@ pub fn ops(name: Option<&str>) -> u8 {
                 table.row(vec![spec.name.clone(), inputs, outputs, doc]);
             }
             print!("{}", table.render());
-            println!("`flow ops NAME` shows an op's ports, types and defaults.");
+            let here = Path::new(".");
+            let scripts: Vec<String> = registry.names_for(here).into_iter().filter(|n| registry.get(n).is_none()).collect();
+            if !scripts.is_empty() {
+                println!("Script ops from ./scripts (or a folder above): {}", scripts.join(", "));
+            }
+            println!("`flow ops NAME` shows an op's ports, types and defaults (scripts: `flow ops script.NAME`).");
             EXIT_OK
         }
-        Some(name) => match registry.get(name) {
-            Some(op) => {
+        Some(name) => match registry.resolve(name, Path::new(".")) {
+            Ok(Some(op)) => {
                 print!("{}", describe(op.spec()));
                 EXIT_OK
             }
-            None => {
-                let help = flow_engine::diagnostics::did_you_mean(name, registry.names());
+            Ok(None) => {
+                let names = registry.names_for(Path::new("."));
+                let help = flow_engine::diagnostics::did_you_mean(name, names.iter().map(String::as_str));
                 eprintln!("error: unknown op `{name}`{}", help.map(|h| format!("; {h}")).unwrap_or_default());
+                EXIT_INVALID
+            }
+            Err(e) => {
+                eprintln!("error: op `{name}`: {e}");
                 EXIT_INVALID
             }
         },
