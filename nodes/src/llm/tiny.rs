@@ -25,7 +25,7 @@ use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer};
 
-use crate::tensor::rng::SplitMix64;
+use crate::tensor::rng::named_normal;
 
 /// Version of the generator's output (the model store's folder name).
 pub const TINY_LLAMA_VERSION: u32 = 1;
@@ -110,16 +110,9 @@ fn tiny_tokenizer() -> Result<Tokenizer> {
     Ok(tokenizer)
 }
 
-fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
-}
-
 /// A tensor of normal values with standard deviation `std`, seeded by `name`.
 fn normal(name: &str, shape: &[usize], std: f32) -> Result<Tensor> {
-    let mut values = vec![0f32; shape.iter().product()];
-    SplitMix64::new(fnv1a(name)).fill_normal(&mut values);
-    values.iter_mut().for_each(|v| *v *= std);
-    Ok(Tensor::from_vec(values, shape, &Device::Cpu)?)
+    Ok(named_normal(name, shape, std)?)
 }
 
 /// Writes the `tiny:llama` model into `dir` (an existing, empty folder).

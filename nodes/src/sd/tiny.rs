@@ -34,7 +34,7 @@ use super::clip::ClipTextModel;
 use super::config::{ClipTextConfig, UNetConfig, VaeConfig};
 use super::unet::UNet2DConditionModel;
 use super::vae::AutoencoderKl;
-use crate::tensor::rng::SplitMix64;
+use crate::tensor::rng::named_normal;
 
 /// Version of the generator's output (the model store's folder name).
 pub const TINY_SD_VERSION: u32 = 1;
@@ -78,13 +78,8 @@ struct RandomWeights<'a> {
     made: &'a Mutex<HashMap<String, Tensor>>,
 }
 
-fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ b as u64).wrapping_mul(0x0100_0000_01b3))
-}
-
 fn random_tensor(name: &str, shape: &Shape) -> candle_core::Result<Tensor> {
     let dims = shape.dims();
-    let n = shape.elem_count();
     let std = if name.ends_with("embedding.weight") {
         0.02
     } else if name.ends_with("bias") {
@@ -95,10 +90,7 @@ fn random_tensor(name: &str, shape: &Shape) -> candle_core::Result<Tensor> {
         let fan_in: usize = dims[1..].iter().product();
         1.0 / (3.0 * fan_in as f32).sqrt()
     };
-    let mut values = vec![0f32; n];
-    SplitMix64::new(fnv1a(name)).fill_normal(&mut values);
-    values.iter_mut().for_each(|v| *v *= std);
-    Tensor::from_vec(values, dims, &Device::Cpu)
+    named_normal(name, dims, std)
 }
 
 impl SimpleBackend for RandomWeights<'_> {

@@ -10,6 +10,8 @@
 
 use std::f64::consts::TAU;
 
+use candle_core::{Device, Tensor};
+
 /// The SplitMix64 generator (Steele, Lea and Flood, 2014).
 #[derive(Clone, Debug)]
 pub struct SplitMix64 {
@@ -62,6 +64,18 @@ impl SplitMix64 {
             }
         }
     }
+}
+
+/// A CPU float32 tensor of normal values with standard deviation `std`,
+/// drawn from a stream seeded by `name` (its FNV-1a hash): the same tensor
+/// for the same name on every machine, whatever order tensors are made in.
+/// The tiny test models are made of these.
+pub fn named_normal(name: &str, shape: &[usize], std: f32) -> candle_core::Result<Tensor> {
+    let seed = name.bytes().fold(0xcbf2_9ce4_8422_2325, |h: u64, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let mut values = vec![0f32; shape.iter().product()];
+    SplitMix64::new(seed).fill_normal(&mut values);
+    values.iter_mut().for_each(|v| *v *= std);
+    Tensor::from_vec(values, shape, &Device::Cpu)
 }
 
 #[cfg(test)]
