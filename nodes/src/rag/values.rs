@@ -246,14 +246,18 @@ impl Index {
         );
         let mut q = query.to_vec();
         normalise(&mut q);
-        let mut scored: Vec<(usize, f32)> = self
-            .vectors
-            .chunks_exact(self.dim)
-            .map(|row| row.iter().zip(&q).map(|(a, b)| a * b).sum::<f32>())
-            .enumerate()
-            .collect();
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
-        scored.truncate(k);
+        let mut scored: Vec<(usize, f32)> =
+            self.vectors.chunks_exact(self.dim).map(|row| dot(row, &q)).enumerate().collect();
+        // Best first, ties by row: a total order, so partitioning around the
+        // k-th and sorting the k best gives the same rows as a full sort.
+        let order = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
+        if k < scored.len() {
+            if k > 0 {
+                scored.select_nth_unstable_by(k - 1, order);
+            }
+            scored.truncate(k);
+        }
+        scored.sort_unstable_by(order);
         Ok(scored)
     }
 
@@ -267,6 +271,20 @@ impl Index {
         ensure!(vectors.dtype() == DType::F32, "cached index vectors are {:?}, not f32", vectors.dtype());
         Ok(Index { vectors: vectors.flatten_all()?.to_vec1::<f32>()?, dim, chunks })
     }
+}
+
+/// The dot product of two equally long rows, with eight independent sums so
+/// the compiler can keep them in SIMD registers.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut sums = [0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8.remainder().iter().zip(b8.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in a8.zip(b8) {
+        for i in 0..8 {
+            sums[i] += x[i] * y[i];
+        }
+    }
+    sums.iter().sum::<f32>() + tail
 }
 
 impl Object for Index {
@@ -391,6 +409,36 @@ mod tests {
         assert_eq!(back.get("chunks").unwrap().as_object::<Chunks>().unwrap(), &chunks());
         let back_index = back.get("index").unwrap().as_object::<Index>().unwrap();
         assert_eq!((back_index.vectors.as_slice(), back_index.chunks()), (index.vectors.as_slice(), index.chunks()));
+    }
+
+    #[test]
+    fn top_k_equals_a_full_sort_with_ties_in_row_order() {
+        let n = 300;
+        let dim = 19; // not a multiple of the dot product's 8 lanes
+        let mut values = vec![0f32; n * dim];
+        crate::tensor::rng::SplitMix64::new(7).fill_normal(&mut values);
+        // Rows 10..20 repeat row 5: exact ties.
+        for r in 10..20 {
+            values.copy_within(5 * dim..6 * dim, r * dim);
+        }
+        let chunks = Chunks {
+            chunks: (0..n).map(|i| Chunk { path: format!("{i}.md"), start: 0, end: 1, text: "x".into() }).collect(),
+        };
+        let index = Index::new(&Tensor::from_vec(values, (n, dim), &Device::Cpu).unwrap(), chunks).unwrap();
+        let query: Vec<f32> = index.vectors[5 * dim..6 * dim].to_vec();
+        let mut all: Vec<(usize, f32)> = index
+            .vectors
+            .chunks_exact(dim)
+            .map(|row| row.iter().zip(&query).map(|(a, b)| a * b).sum::<f32>())
+            .enumerate()
+            .collect();
+        all.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        for k in [0, 1, 5, 11, 40, n, n + 3] {
+            let got = index.search(&query, k).unwrap();
+            let want = &all[..k.min(n)];
+            assert_eq!(got.iter().map(|h| h.0).collect::<Vec<_>>(), want.iter().map(|h| h.0).collect::<Vec<_>>(), "k = {k}");
+            assert!(got.iter().zip(want).all(|(g, w)| (g.1 - w.1).abs() < 1e-5), "k = {k}");
+        }
     }
 
     #[test]
