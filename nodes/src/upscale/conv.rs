@@ -14,6 +14,7 @@
 
 use anyhow::{ensure, Result};
 use candle_core::{Device, Tensor};
+use rayon::prelude::*;
 
 use super::prelu::Prelu;
 
@@ -119,7 +120,7 @@ impl Conv {
     /// patch matrix, bias and activation work on cache-sized pieces.
     fn forward_cpu(&self, xs: &Tensor, act: Option<&Prelu>) -> Result<Tensor> {
         let (n, c, h, w) = xs.dims4()?;
-        let (c_out, c_in, _, _) = self.weight.dims4()?;
+        let (_, c_in, _, _) = self.weight.dims4()?;
         ensure!(
             c == c_in,
             "convolution expects {c_in} input channels, got {c}"
@@ -131,44 +132,51 @@ impl Conv {
         );
         ensure!(oh > 0 && ow > 0, "input {h}x{w} is smaller than the kernel");
         let band_rows = BAND_PIXELS.div_ceil(ow);
+        let starts: Vec<usize> = (0..oh).step_by(band_rows).collect();
         let mut images = Vec::with_capacity(n);
         for i in 0..n {
             let image = xs.narrow(0, i, 1)?;
-            let mut bands = Vec::with_capacity(oh.div_ceil(band_rows));
-            for y0 in (0..oh).step_by(band_rows) {
-                let rows = band_rows.min(oh - y0);
-                // Input rows y0 - pad .. y0 - pad + rows + span, zeros outside the image.
-                let start = y0 as isize - pad as isize;
-                let end = start + (rows + span) as isize;
-                let (top, bottom) = (start.clamp(0, h as isize), end.clamp(0, h as isize));
-                // Contiguous first: candle concatenates strided views element by element.
-                let input = image
-                    .narrow(2, top as usize, (bottom - top) as usize)?
-                    .contiguous()?
-                    .pad_with_zeros(2, (top - start) as usize, (end - bottom) as usize)?
-                    .pad_with_zeros(3, pad, pad)?;
-                let mut shifted = Vec::with_capacity(self.kernel * self.kernel);
-                for ky in 0..self.kernel {
-                    let band = input.narrow(2, ky * self.dilation, rows)?;
-                    for kx in 0..self.kernel {
-                        shifted.push(band.narrow(3, kx * self.dilation, ow)?);
-                    }
-                }
-                let patches =
-                    Tensor::cat(&shifted, 1)?.reshape((self.matrix.dim(1)?, rows * ow))?;
-                let out = self
-                    .matrix
-                    .matmul(&patches)?
-                    .reshape((1, c_out, rows, ow))?;
-                let out = self.add_bias(out)?;
-                bands.push(match act {
-                    Some(act) => act.forward(&out)?,
-                    None => out,
-                });
-            }
+            // Bands are independent: with more than one thread they run in
+            // parallel (each matrix product is too small to split well).
+            let bands = starts
+                .par_iter()
+                .map(|&y0| self.band(&image, y0, band_rows.min(oh - y0), ow, act))
+                .collect::<Result<Vec<_>>>()?;
             images.push(Tensor::cat(&bands, 2)?);
         }
         Ok(Tensor::cat(&images, 0)?)
+    }
+
+    /// Output rows `y0 .. y0 + rows` (all `ow` columns) of one image
+    /// (`[1, C, H, W]`), bias and activation applied.
+    fn band(&self, image: &Tensor, y0: usize, rows: usize, ow: usize, act: Option<&Prelu>) -> Result<Tensor> {
+        let (_, _, h, _) = image.dims4()?;
+        let c_out = self.matrix.dim(0)?;
+        let (pad, span) = (self.padding, self.dilation * (self.kernel - 1));
+        // Input rows y0 - pad .. y0 - pad + rows + span, zeros outside the image.
+        let start = y0 as isize - pad as isize;
+        let end = start + (rows + span) as isize;
+        let (top, bottom) = (start.clamp(0, h as isize), end.clamp(0, h as isize));
+        // Contiguous first: candle concatenates strided views element by element.
+        let input = image
+            .narrow(2, top as usize, (bottom - top) as usize)?
+            .contiguous()?
+            .pad_with_zeros(2, (top - start) as usize, (end - bottom) as usize)?
+            .pad_with_zeros(3, pad, pad)?;
+        let mut shifted = Vec::with_capacity(self.kernel * self.kernel);
+        for ky in 0..self.kernel {
+            let band = input.narrow(2, ky * self.dilation, rows)?;
+            for kx in 0..self.kernel {
+                shifted.push(band.narrow(3, kx * self.dilation, ow)?);
+            }
+        }
+        let patches = Tensor::cat(&shifted, 1)?.reshape((self.matrix.dim(1)?, rows * ow))?;
+        let out = self.matrix.matmul(&patches)?.reshape((1, c_out, rows, ow))?;
+        let out = self.add_bias(out)?;
+        match act {
+            Some(act) => act.forward(&out),
+            None => Ok(out),
+        }
     }
 }
 
