@@ -38,7 +38,7 @@ impl Output {
             return;
         }
         self.watching = paths.to_vec();
-        let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+        let names: Vec<String> = paths.iter().map(|p| shown(p)).collect();
         if self.json {
             self.event(json!({ "event": "watching", "paths": names }));
         } else {
