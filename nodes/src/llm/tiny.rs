@@ -110,11 +110,6 @@ fn tiny_tokenizer() -> Result<Tokenizer> {
     Ok(tokenizer)
 }
 
-/// A tensor of normal values with standard deviation `std`, seeded by `name`.
-fn normal(name: &str, shape: &[usize], std: f32) -> Result<Tensor> {
-    Ok(named_normal(name, shape, std)?)
-}
-
 /// Writes the `tiny:llama` model into `dir` (an existing, empty folder).
 pub fn generate_tiny_llama(dir: &Path) -> Result<()> {
     let tokenizer = tiny_tokenizer()?;
@@ -125,9 +120,9 @@ pub fn generate_tiny_llama(dir: &Path) -> Result<()> {
         tensors.insert(name, t);
     };
     let ones = |n: usize| Tensor::ones(n, candle_core::DType::F32, &Device::Cpu);
-    let linear = |name: &str, out: usize, inp: usize| normal(name, &[out, inp], 1.0 / (inp as f32).sqrt());
-    add("model.embed_tokens.weight".into(), normal("model.embed_tokens.weight", &[vocab_size, HIDDEN], 1.0)?);
-    add("lm_head.weight".into(), normal("lm_head.weight", &[vocab_size, HIDDEN], LM_HEAD_STD)?);
+    let linear = |name: &str, out: usize, inp: usize| named_normal(name, &[out, inp], 1.0 / (inp as f32).sqrt());
+    add("model.embed_tokens.weight".into(), named_normal("model.embed_tokens.weight", &[vocab_size, HIDDEN], 1.0)?);
+    add("lm_head.weight".into(), named_normal("lm_head.weight", &[vocab_size, HIDDEN], LM_HEAD_STD)?);
     add("model.norm.weight".into(), ones(HIDDEN)?);
     for i in 0..LAYERS {
         let p = format!("model.layers.{i}");

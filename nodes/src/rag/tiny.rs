@@ -73,11 +73,6 @@ fn tiny_tokenizer() -> Result<Tokenizer> {
     Ok(tokenizer)
 }
 
-/// A tensor of normal values with standard deviation `std`, seeded by `name`.
-fn normal(name: &str, shape: &[usize], std: f32) -> Result<Tensor> {
-    Ok(named_normal(name, shape, std)?)
-}
-
 /// Writes the `tiny:bert` model into `dir` (an existing, empty folder).
 pub fn generate_tiny_bert(dir: &Path) -> Result<()> {
     let tokenizer = tiny_tokenizer()?;
@@ -87,8 +82,8 @@ pub fn generate_tiny_bert(dir: &Path) -> Result<()> {
     let ones = |n: usize| Tensor::ones(n, DType::F32, &Device::Cpu);
     let mut linear = |name: &str, out: usize, inp: usize| -> Result<()> {
         let weight = format!("{name}.weight");
-        tensors.insert(weight.clone(), normal(&weight, &[out, inp], 1.0 / (inp as f32).sqrt())?);
-        tensors.insert(format!("{name}.bias"), normal(&format!("{name}.bias"), &[out], 0.02)?);
+        tensors.insert(weight.clone(), named_normal(&weight, &[out, inp], 1.0 / (inp as f32).sqrt())?);
+        tensors.insert(format!("{name}.bias"), named_normal(&format!("{name}.bias"), &[out], 0.02)?);
         Ok(())
     };
     for i in 0..LAYERS {
@@ -115,7 +110,7 @@ pub fn generate_tiny_bert(dir: &Path) -> Result<()> {
         ("embeddings.position_embeddings.weight", MAX_POSITIONS),
         ("embeddings.token_type_embeddings.weight", 2),
     ] {
-        add(name.into(), normal(name, &[rows, HIDDEN], 1.0)?);
+        add(name.into(), named_normal(name, &[rows, HIDDEN], 1.0)?);
     }
     candle_core::safetensors::save(&tensors, dir.join("model.safetensors"))?;
 
