@@ -3,13 +3,14 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{anyhow, bail, Result};
 use candle_core::Device;
 
 use crate::events::{Event, EventSink};
+use crate::files::{self, WriteGuard, WrittenFile};
 use crate::models::ModelPool;
 
 /// A flag that asks a run to stop at the next step boundary.
@@ -65,6 +66,8 @@ pub struct OpContext {
     models: Arc<ModelPool>,
     memo_root: Option<PathBuf>,
     memo_reads: bool,
+    guard: Arc<WriteGuard>,
+    written: Arc<Mutex<Vec<WrittenFile>>>,
 }
 
 impl OpContext {
@@ -90,7 +93,36 @@ impl OpContext {
             models: Arc::new(ModelPool::new(crate::models::pool::DEFAULT_BUDGET)),
             memo_root: None,
             memo_reads: true,
+            guard: Arc::new(WriteGuard::default()),
+            written: Arc::new(Mutex::new(Vec::new())),
         }
+    }
+
+    /// Refuses writes to the paths `guard` protects (the graph file, its
+    /// scripts and inputs).
+    pub fn with_guard(mut self, guard: Arc<WriteGuard>) -> Self {
+        self.guard = guard;
+        self
+    }
+
+    /// Writes an output file: `path` as the graph names it (relative to the
+    /// graph file's folder, or absolute). The write is atomic, replaces only
+    /// a regular file (never a link, FIFO or device: see
+    /// [`files::check_target`]), is refused for the files the run reads, and
+    /// is recorded with the node's result, so the cached result stands only
+    /// while the file holds exactly these bytes. Returns the full path.
+    pub fn write_output(&self, path: &str, bytes: &[u8]) -> Result<PathBuf> {
+        let full = self.resolve_path(Path::new(path));
+        self.guard.check(&full).map_err(|e| anyhow!(e))?;
+        files::write_atomic(&full, bytes)?;
+        self.written.lock().unwrap_or_else(PoisonError::into_inner).push(WrittenFile::of(path, bytes));
+        Ok(full)
+    }
+
+    /// The files written through [`OpContext::write_output`] so far, taken
+    /// out (the engine attaches them to the node's outputs).
+    pub fn take_written(&self) -> Vec<WrittenFile> {
+        std::mem::take(&mut *self.written.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
     /// Lets ops keep fine-grained memos under `root` (a folder of the disk
@@ -143,11 +175,7 @@ impl OpContext {
 
     /// Resolves a path from the graph against the graph file's folder.
     pub fn resolve_path(&self, path: &Path) -> PathBuf {
-        if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            self.graph_dir.join(path)
-        }
+        files::resolve(&self.graph_dir, path)
     }
 
     /// Reports `step` of `total` done.

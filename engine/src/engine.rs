@@ -1,7 +1,7 @@
 //! The engine: a registry of ops, a cache, a model resolver and devices,
 //! kept together so that `flow watch` re-runs share warm state.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -10,11 +10,13 @@ use anyhow::{Context, Result};
 use crate::cache::{Cache, DiskTier, Tier};
 use crate::context::{CancelToken, Provenance};
 use crate::events::{Event, EventSink, NodeStatus};
+use crate::files::WriteGuard;
 use crate::graph::{DeviceChoice, Graph};
 use crate::models::ModelPool;
 use crate::registry::Registry;
 use crate::run::{
-    execute, make_plan, records_path, Decision, Devices, Execution, Plan, PlanOptions, Records, ResolverRef, RunReport,
+    execute, make_plan, records_path, watched_paths, Decision, Devices, Execution, Plan, PlanOptions, Records,
+    ResolverRef, RunReport,
 };
 
 /// The folder of ops' own memos inside the disk tier's folder.
@@ -140,6 +142,7 @@ impl Engine {
             models: Arc::clone(&self.models),
             memo_root: self.cache.disk().map(|d| d.dir().join(MEMO_FOLDER)),
             memo_reads: !options.no_cache,
+            guard: Arc::new(WriteGuard::new(Path::new(&graph.file), &watched_paths(&graph))),
         };
         let mut warnings = plan.warnings.clone();
         let mut report = self.runtime.block_on(execute(Arc::clone(&graph), plan, &exec));

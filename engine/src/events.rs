@@ -64,6 +64,9 @@ pub enum Event {
     Token { node: String, text: String, t_ms: f64 },
     /// A node prints a message for the user (e.g. `debug.print`).
     Message { node: String, text: String, t_ms: f64 },
+    /// A node wrote a file (or, served from the cache, stands for a file
+    /// it wrote before that still holds exactly those bytes).
+    Output { node: String, path: String, t_ms: f64 },
     /// A node finished successfully.
     NodeFinished {
         node: String,

@@ -9,6 +9,7 @@ pub mod context;
 pub mod diagnostics;
 pub mod engine;
 pub mod events;
+pub mod files;
 pub mod graph;
 pub mod models;
 pub mod op;

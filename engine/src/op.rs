@@ -8,6 +8,7 @@ use anyhow::{anyhow, bail, Result};
 use candle_core::Tensor;
 
 use crate::context::OpContext;
+use crate::files::WrittenFile;
 use crate::types::ValueType;
 use crate::value::Value;
 
@@ -211,10 +212,12 @@ fn type_error(port: &str, want: &str, got: &Value) -> anyhow::Error {
     anyhow!("input `{port}` should be {want}, got {}", got.value_type())
 }
 
-/// The values an op produces, by output port name.
+/// The values an op produces, by output port name, and the files it wrote
+/// (see [`OpContext::write_output`]).
 #[derive(Clone, Debug, Default)]
 pub struct Outputs {
     values: BTreeMap<String, Value>,
+    written: Vec<WrittenFile>,
 }
 
 impl Outputs {
@@ -255,9 +258,20 @@ impl Outputs {
         self.values.is_empty()
     }
 
+    /// The files the op wrote, in the order it wrote them.
+    pub fn written(&self) -> &[WrittenFile] {
+        &self.written
+    }
+
+    /// Records the files the op wrote (the engine does this after the op ran).
+    pub fn set_written(&mut self, written: Vec<WrittenFile>) {
+        self.written = written;
+    }
+
     /// Approximate bytes held (for cache budgets).
     pub fn byte_size(&self) -> usize {
-        self.values.iter().map(|(k, v)| k.len() + v.byte_size()).sum()
+        let files: usize = self.written.iter().map(|w| w.path.len() + w.blake3.len() + 8).sum();
+        files + self.values.iter().map(|(k, v)| k.len() + v.byte_size()).sum::<usize>()
     }
 
     /// Checks that every declared output is present with an acceptable type.
@@ -301,12 +315,6 @@ pub trait Op: Send + Sync + 'static {
     /// with the node's literal inputs, like [`Op::fingerprint`].
     fn watched_paths(&self, _literal_inputs: &Inputs, _graph_dir: &Path) -> Vec<PathBuf> {
         Vec::new()
-    }
-
-    /// For output ops: whether a cached result still stands (e.g. the file it
-    /// wrote is still there). Returning false re-runs the node.
-    fn cached_result_valid(&self, _outputs: &Outputs, _graph_dir: &Path) -> bool {
-        true
     }
 }
 

@@ -102,7 +102,8 @@ impl Human {
                 }
                 let _ = self.bars.clear();
             }
-            Event::RunStarted { .. } | Event::NodeCached { .. } => {}
+            // Written files are listed in the summary.
+            Event::RunStarted { .. } | Event::NodeCached { .. } | Event::Output { .. } => {}
         }
     }
 

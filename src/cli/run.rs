@@ -76,6 +76,11 @@ pub fn print_summary(report: &RunReport) {
         table.row(vec![n.id.clone(), n.op.clone(), n.status.as_str().into(), time, why]);
     }
     print!("{}", table.render());
+    for n in &report.nodes {
+        for file in &n.files {
+            println!("{} {}", if n.status == NodeStatus::Cached { "kept" } else { "wrote" }, shown_path(file));
+        }
+    }
     for n in report.nodes.iter().filter(|n| n.status == NodeStatus::Failed) {
         if let Some(e) = &n.error {
             eprintln!("error: node `{}` ({}) failed: {e}", n.id, n.op);
@@ -90,4 +95,13 @@ pub fn print_summary(report: &RunReport) {
         "{state} in {}: {ran} ran, {cached} cached, {failed} failed, {skipped} skipped",
         duration(report.elapsed.as_secs_f64() * 1e3)
     );
+}
+
+/// A path as the user best reads it: relative to the working folder when it
+/// is inside it.
+fn shown_path(path: &std::path::Path) -> String {
+    let cwd = std::env::current_dir().ok();
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    cwd.and_then(|cwd| absolute.strip_prefix(cwd).ok().map(|p| p.display().to_string()))
+        .unwrap_or_else(|| path.display().to_string())
 }

@@ -7,9 +7,12 @@
 //! holds JSON describing the structure:
 //!
 //! ```json
-//! {"ports": {"<port>": <tree>, ...}}
+//! {"ports": {"<port>": <tree>, ...},
+//!  "written": [{"path": "out/a.png", "size": 1234, "blake3": "<hex>"}, ...]}
 //! ```
 //!
+//! (`written`: the files an output node wrote, see
+//! [`crate::files::WrittenFile`]; absent when there are none)
 //! where a tree is `null`, a bool, an integer, a string, an array of trees,
 //! `{"float": "<f64 as Rust prints it>"}` (exact, NaN and infinities included),
 //! `{"map": {"<key>": <tree>, ...}}`, `{"tensor": "t0", "kind": "latent"}` or
@@ -49,7 +52,12 @@ pub fn encode(outputs: &Outputs) -> Result<Option<Vec<u8>>, CacheError> {
         };
         ports.insert(port.to_string(), tree);
     }
-    let structure = json!({ "ports": ports }).to_string();
+    let mut structure = json!({ "ports": ports });
+    if !outputs.written().is_empty() {
+        structure["written"] =
+            serde_json::to_value(outputs.written()).map_err(|e| CacheError::Encode(e.to_string()))?;
+    }
+    let structure = structure.to_string();
     let named = encoder
         .tensors
         .iter()
@@ -105,6 +113,11 @@ pub fn decode(bytes: &[u8], registry: &Registry) -> Result<Outputs, DecodeError>
     let mut outputs = Outputs::new();
     for (port, tree) in ports {
         outputs.set(port, decoder.value(tree)?);
+    }
+    if let Some(written) = structure.get("written") {
+        let written = serde_json::from_value(written.clone())
+            .map_err(|e| malformed(format!("`written` is not a list of files: {e}")))?;
+        outputs.set_written(written);
     }
     Ok(outputs)
 }
@@ -275,6 +288,7 @@ pub(crate) mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::files::WrittenFile;
     use crate::value::Object;
 
     /// A test object whose plain form is its content (`None`: not persistable).
@@ -396,6 +410,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn assert_same_outputs(a: &Outputs, b: &Outputs) {
+        assert_eq!(a.written(), b.written());
         assert_eq!(
             a.iter().map(|(k, _)| k).collect::<Vec<_>>(),
             b.iter().map(|(k, _)| k).collect::<Vec<_>>()
@@ -413,6 +428,15 @@ pub(crate) mod tests {
         let back = decode(&bytes, &registry()).unwrap();
         assert_same_outputs(&out, &back);
         assert!(back.get("doc").unwrap().as_object::<Doc>().is_some());
+    }
+
+    #[test]
+    fn round_trips_the_files_a_node_wrote() {
+        let mut out = Outputs::single("path", "out/a.png");
+        out.set_written(vec![WrittenFile::of("out/a.png", b"png"), WrittenFile::of("/abs/b.txt", b"")]);
+        let back = decode(&encode(&out).unwrap().unwrap(), &registry()).unwrap();
+        assert_same_outputs(&out, &back);
+        assert_eq!(back.written().len(), 2);
     }
 
     #[test]

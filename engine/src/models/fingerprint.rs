@@ -25,7 +25,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
-use super::fsutil::{hex, list_files, write_atomic};
+use super::fsutil::{hex, list_files};
+use crate::files::write_atomic;
 
 /// Files modified this recently are not memoised.
 pub const RACY_WINDOW: Duration = Duration::from_secs(2);

@@ -1,5 +1,5 @@
 //! Small file-system helpers for the model store: temp folders that clean up
-//! after themselves, atomic writes and renames, streaming sha256.
+//! after themselves, atomic renames, streaming sha256.
 
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -103,29 +103,6 @@ pub(crate) fn clean_stale_temp(parent: &Path, age: Duration) {
         }
     }
     let _ = fs::remove_dir(&base);
-}
-
-/// Writes `bytes` to `path` atomically: a temp file in the same folder, fsync, rename.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir)?;
-    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
-    let tmp = dir.join(format!(".{name}.{}.{}.tmp", std::process::id(), unique()));
-    let result = (|| {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    result
-}
-
-fn unique() -> u64 {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    COUNTER.fetch_add(1, Ordering::Relaxed)
 }
 
 fn sync_dir(dir: Option<&Path>) {

@@ -27,7 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use super::catalog::{Catalog, CatalogEntry, PinnedFile, Source};
 use super::fingerprint::{pinned_fingerprint, Fingerprinter};
-use super::fsutil::{clean_stale_temp, copy_hashing, sha256_file, write_atomic, TempDir};
+use super::fsutil::{clean_stale_temp, copy_hashing, sha256_file, TempDir};
+use crate::files::write_atomic;
 use super::reference::ModelRef;
 use super::resolved::{guess_kind, ResolvedModel};
 use super::tiny::{self, TinyGenerator};

@@ -17,7 +17,8 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::fingerprint::Fingerprinter;
-use super::fsutil::{write_atomic, TempDir};
+use super::fsutil::TempDir;
+use crate::files::write_atomic;
 
 /// Writes a tiny model's files into `dir` (an existing, empty folder).
 pub type TinyGenerator = fn(dir: &Path) -> anyhow::Result<()>;

@@ -15,6 +15,7 @@ use tokio::sync::mpsc;
 use crate::cache::Cache;
 use crate::context::{CancelToken, Interrupted, OpContext, Provenance};
 use crate::events::{Event, EventSink, NodeStatus};
+use crate::files::WriteGuard;
 use crate::graph::Graph;
 use crate::models::ModelPool;
 use crate::op::{Cost, Inputs, Outputs};
@@ -44,6 +45,8 @@ pub struct Execution {
     pub memo_root: Option<PathBuf>,
     /// False under `--no-cache`: memos are written, not read.
     pub memo_reads: bool,
+    /// Paths the run's writers must not touch.
+    pub guard: Arc<WriteGuard>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -146,7 +149,9 @@ impl Scheduler<'_> {
                     self.state[i] = State::Done;
                     self.values[i] = plan.cached.clone();
                     self.emit(Event::NodeCached { node: node.id.clone(), op: op.clone(), t_ms: self.t_ms() });
-                    self.reports[i] = Some(NodeReport::new(node, NodeStatus::Cached, crate::engine::decision_text(&plan.decision)));
+                    let mut r = NodeReport::new(node, NodeStatus::Cached, crate::engine::decision_text(&plan.decision));
+                    r.files = self.announce_files(i);
+                    self.reports[i] = Some(r);
                 }
                 Decision::Fail(error) => {
                     self.state[i] = State::Failed;
@@ -210,6 +215,7 @@ impl Scheduler<'_> {
             models: Arc::clone(&self.exec.models),
             memo_root: self.exec.memo_root.clone(),
             memo_reads: self.exec.memo_reads,
+            guard: Arc::clone(&self.exec.guard),
         };
         if node.op.spec().cost == Cost::Light {
             return Some(job.run());
@@ -252,12 +258,13 @@ impl Scheduler<'_> {
                         self.exec.cache.put(key, outputs.clone(), done.elapsed);
                     }
                 }
-                self.emit(Event::NodeFinished { node: node.id.clone(), op, status: NodeStatus::Ran, ms, t_ms: self.t_ms() });
-                let mut r = NodeReport::new(node, NodeStatus::Ran, reason);
-                r.ms = ms;
-                self.reports[i] = Some(r);
                 self.state[i] = State::Done;
                 self.values[i] = Some(outputs);
+                let mut r = NodeReport::new(node, NodeStatus::Ran, reason);
+                r.ms = ms;
+                r.files = self.announce_files(i);
+                self.reports[i] = Some(r);
+                self.emit(Event::NodeFinished { node: node.id.clone(), op, status: NodeStatus::Ran, ms, t_ms: self.t_ms() });
                 for c in self.consumers[i].clone() {
                     if self.state[c] == State::Waiting {
                         self.remaining[c] -= 1;
@@ -293,6 +300,18 @@ impl Scheduler<'_> {
                 }
             }
         }
+    }
+
+    /// The files node `i`'s value stands for (written now, or by the run
+    /// its cached result comes from), each announced by an `output` event.
+    fn announce_files(&self, i: usize) -> Vec<PathBuf> {
+        let node = &self.graph.nodes[i];
+        let Some(outputs) = &self.values[i] else { return Vec::new() };
+        let files: Vec<PathBuf> = outputs.written().iter().map(|w| w.location(&self.graph.dir)).collect();
+        for path in &files {
+            self.emit(Event::Output { node: node.id.clone(), path: path.display().to_string(), t_ms: self.t_ms() });
+        }
+        files
     }
 
     fn skip(&mut self, i: usize, cause: String) {
@@ -346,6 +365,7 @@ struct Job {
     models: Arc<ModelPool>,
     memo_root: Option<PathBuf>,
     memo_reads: bool,
+    guard: Arc<WriteGuard>,
 }
 
 impl Job {
@@ -372,10 +392,15 @@ impl Job {
             Arc::clone(&self.provenance),
         )
         .with_models(Arc::clone(&self.models))
-        .with_memos(self.memo_root.clone(), self.memo_reads);
+        .with_memos(self.memo_root.clone(), self.memo_reads)
+        .with_guard(Arc::clone(&self.guard));
         let t0 = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| node.op.run(&self.inputs, &ctx)))
-            .unwrap_or_else(|panic| Err(anyhow!("the op panicked: {}", panic_message(&panic))));
+            .unwrap_or_else(|panic| Err(anyhow!("the op panicked: {}", panic_message(&panic))))
+            .map(|mut outputs| {
+                outputs.set_written(ctx.take_written());
+                outputs
+            });
         let elapsed = t0.elapsed();
         let interrupted = matches!(&result, Err(e) if e.downcast_ref::<Interrupted>().is_some());
         Completion { node: self.node, result: result.map_err(|e| format!("{e:#}")), interrupted, elapsed }

@@ -36,7 +36,9 @@ pub fn node_key(
 ) -> Result<(CacheKey, KeyParts)> {
     let spec = node.op.spec();
     let mut inputs = BTreeMap::new();
-    let mut h = KeyHasher::new("flow.node.v1");
+    // v2: the entries of writers record the files they wrote (older entries
+    // lack them, so they must not be found).
+    let mut h = KeyHasher::new("flow.node.v2");
     h.write_str(&spec.name).write_u64(u64::from(spec.version));
     for port in &spec.inputs {
         let part = match (node.inputs.get(port.name), &port.default) {

@@ -205,22 +205,24 @@ pub fn make_plan(
                     plan.decision = Decision::Cached(tier);
                 }
             } else {
-                match cache.lookup(&key, registry) {
-                    Lookup::Memory(out) | Lookup::Disk(out) if !node.op.cached_result_valid(&out, &graph.dir) => {
-                        plan.decision = Decision::Run("its output is gone (file missing)".into());
-                    }
-                    Lookup::Memory(out) => {
-                        plan.decision = Decision::Cached(Tier::Memory);
-                        plan.cached = Some(out);
-                    }
-                    Lookup::Disk(out) => {
-                        plan.decision = Decision::Cached(Tier::Disk);
-                        plan.cached = Some(out);
-                    }
-                    Lookup::Miss => {}
+                let found = match cache.lookup(&key, registry) {
+                    Lookup::Memory(out) => Some((Tier::Memory, out)),
+                    Lookup::Disk(out) => Some((Tier::Disk, out)),
+                    Lookup::Miss => None,
                     Lookup::Corrupt(why) => {
                         warnings.push(format!("cache entry of node `{}` was corrupt ({why}); recomputing", node.id));
                         plan.decision = Decision::Run("cache entry was corrupt".into());
+                        None
+                    }
+                };
+                if let Some((tier, out)) = found {
+                    // A writer's result stands only while its files hold what it wrote.
+                    match out.written().iter().find_map(|w| w.staleness(&graph.dir)) {
+                        Some(stale) => plan.decision = Decision::Run(stale.to_string()),
+                        None => {
+                            plan.decision = Decision::Cached(tier);
+                            plan.cached = Some(out);
+                        }
                     }
                 }
             }

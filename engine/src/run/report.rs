@@ -1,5 +1,6 @@
 //! The outcome of a run, node by node.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::events::NodeStatus;
@@ -21,12 +22,14 @@ pub struct NodeReport {
     pub error: Option<String>,
     /// Execution time in milliseconds.
     pub ms: f64,
+    /// Files the node wrote (or, when cached, the files its result stands for).
+    pub files: Vec<PathBuf>,
 }
 
 impl NodeReport {
     /// A report for `node` with no time and no error.
     pub fn new(node: &GraphNode, status: NodeStatus, reason: String) -> Self {
-        NodeReport { id: node.id.clone(), op: node.op.spec().name.clone(), status, reason, error: None, ms: 0.0 }
+        NodeReport { id: node.id.clone(), op: node.op.spec().name.clone(), status, reason, error: None, ms: 0.0, files: Vec::new() }
     }
 }
 

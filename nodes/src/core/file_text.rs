@@ -75,8 +75,9 @@ impl WriteText {
                 name: "file.write_text".into(),
                 version: 1,
                 doc: "Writes text to a file, atomically (a temporary file in the same folder, \
-                      then a rename), creating missing folders. An output node; a cached \
-                      result stands only while the file exists."
+                      then a rename), creating missing folders. An output node, cached like \
+                      any other: a cached result stands only while the file holds exactly the \
+                      bytes written."
                     .into(),
                 inputs: vec![
                     PortSpec::new(
@@ -104,12 +105,8 @@ impl Op for WriteText {
     }
 
     fn run(&self, inputs: &Inputs, ctx: &OpContext) -> Result<Outputs> {
-        let path = inputs.path("path", ctx)?;
-        fsutil::write_atomic(&path, inputs.text("text")?.as_bytes())?;
-        Ok(Outputs::single("path", inputs.text("path")?))
-    }
-
-    fn cached_result_valid(&self, outputs: &Outputs, graph_dir: &Path) -> bool {
-        fsutil::written_files_exist(outputs, "path", graph_dir)
+        let path = inputs.text("path")?;
+        ctx.write_output(path, inputs.text("text")?.as_bytes())?;
+        Ok(Outputs::single("path", path))
     }
 }

@@ -97,7 +97,8 @@ impl Save {
                       Text chunks record the provenance: flow:graph_hash, flow:graph_name, \
                       flow:params (JSON), flow:version, and `parameters`, a readable summary \
                       (prompt, negative prompt, then `Key: value` fields) as other tools write \
-                      it. An output node; a cached result stands only while the files exist."
+                      it. An output node, cached like any other: a cached result stands only while \
+                      every file holds exactly the bytes written."
                     .into(),
                 inputs: vec![
                     PortSpec::new(
@@ -148,10 +149,8 @@ impl Op for Save {
         };
         for (i, name) in names.iter().enumerate() {
             ctx.check_cancelled()?;
-            let path = ctx.resolve_path(Path::new(name));
-            let png = encode(&planes, i, &chunks)
-                .map_err(|e| anyhow!("cannot encode `{}` as PNG: {e}", path.display()))?;
-            fsutil::write_atomic(&path, &png)?;
+            let png = encode(&planes, i, &chunks).map_err(|e| anyhow!("cannot encode `{name}` as PNG: {e}"))?;
+            ctx.write_output(name, &png)?;
             if planes.n > 1 {
                 ctx.progress(i as u64 + 1, planes.n as u64);
             }
@@ -169,9 +168,6 @@ impl Op for Save {
         Ok(out)
     }
 
-    fn cached_result_valid(&self, outputs: &Outputs, graph_dir: &Path) -> bool {
-        fsutil::written_files_exist(outputs, "paths", graph_dir)
-    }
 }
 
 /// `out/cat.png` → `out/cat-{index}.png`; a name without extension gets the

@@ -1,6 +1,5 @@
 //! `tensor.load` and `tensor.save`: tensors in safetensors files.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Result};
@@ -119,8 +118,9 @@ impl Save {
                 name: "tensor.save".into(),
                 version: 1,
                 doc: "Saves a tensor to a safetensors file, atomically (a temporary file in the \
-                      same folder, then a rename), creating missing folders. An output node; a \
-                      cached result stands only while the file exists."
+                      same folder, then a rename), creating missing folders. An output node, \
+                      cached like any other: a cached result stands only while the file holds \
+                      exactly the bytes written."
                     .into(),
                 inputs: vec![
                     PortSpec::new("tensor", ValueType::Tensor, "the tensor to save"),
@@ -158,20 +158,14 @@ impl Op for Save {
             .tensor("tensor")?
             .to_device(&Device::Cpu)?
             .contiguous()?;
-        let path = inputs.path("path", ctx)?;
         let name = inputs.opt_text("name")?.unwrap_or("tensor");
         if name.is_empty() {
             bail!("input `name` is empty; a tensor in a safetensors file needs a name");
         }
-        let tensors = HashMap::from([(name, tensor)]);
-        fsutil::write_atomic_with(&path, |tmp| {
-            candle_core::safetensors::save(&tensors, tmp)
-                .map_err(|e| anyhow!("cannot write `{}`: {e}", path.display()))
-        })?;
-        Ok(Outputs::single("path", inputs.text("path")?))
-    }
-
-    fn cached_result_valid(&self, outputs: &Outputs, graph_dir: &Path) -> bool {
-        fsutil::written_files_exist(outputs, "path", graph_dir)
+        let path = inputs.text("path")?;
+        let bytes = safetensors::serialize([(name, &tensor)], None)
+            .map_err(|e| anyhow!("cannot encode the tensor for `{path}`: {e}"))?;
+        ctx.write_output(path, &bytes)?;
+        Ok(Outputs::single("path", path))
     }
 }

@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 
+use flow_engine::files::WrittenFile;
 use flow_engine::{Fingerprint, Provenance, Value};
 
 use crate::common::*;
@@ -129,9 +130,11 @@ fn write_text_is_atomic_and_checks_its_file() {
     );
     assert_eq!(entries(&dir.path().join("out/sub")), ["a.txt"]);
     assert!(write.spec().output);
-    assert!(write.cached_result_valid(&out, dir.path()));
+    let written = ctx.take_written();
+    assert_eq!(written, [WrittenFile::of("out/sub/a.txt", b"hi")]);
+    assert_eq!(written[0].staleness(dir.path()), None);
     fs::remove_file(dir.path().join("out/sub/a.txt")).unwrap();
-    assert!(!write.cached_result_valid(&out, dir.path()));
+    assert!(written[0].staleness(dir.path()).is_some());
 }
 
 #[test]

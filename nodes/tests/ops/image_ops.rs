@@ -166,10 +166,12 @@ fn batches_are_saved_as_numbered_files() {
         [4.0 / 255.0, 5.0 / 255.0, 6.0 / 255.0, 7.0 / 255.0]
     );
 
-    let save = op("image.save");
-    assert!(save.cached_result_valid(&out, dir.path()));
+    let written = ctx.take_written();
+    let names: Vec<&str> = written.iter().map(|w| w.path.as_str()).collect();
+    assert_eq!(names, ["out/b-0.png", "out/b-1.png"]);
+    assert!(written.iter().all(|w| w.staleness(dir.path()).is_none()));
     fs::remove_file(dir.path().join("out/b-1.png")).unwrap();
-    assert!(!save.cached_result_valid(&out, dir.path()));
+    assert!(written[1].staleness(dir.path()).is_some());
 }
 
 #[test]
