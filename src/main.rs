@@ -6,6 +6,7 @@ mod cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -66,6 +67,10 @@ enum Command {
         /// Milliseconds of quiet after a save before re-running.
         #[arg(long, value_name = "MS", default_value_t = 50)]
         debounce: u64,
+        /// Milliseconds that saves may keep cancelling runs; after that the
+        /// run in progress finishes before the next one starts.
+        #[arg(long, value_name = "MS", default_value_t = 2000)]
+        max_wait: u64,
     },
     /// Check graph files; print every error; exit 2 if any.
     Validate {
@@ -146,7 +151,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Run { args, no_cache, json } => cli::run::run(&args, no_cache, json),
-        Command::Watch { args, json, debounce } => cli::watch::watch(&args, json, debounce),
+        Command::Watch { args, json, debounce, max_wait } => cli::watch::watch(
+            &args,
+            json,
+            Duration::from_millis(debounce),
+            Duration::from_millis(max_wait),
+        ),
         Command::Validate { graphs } => cli::inspect::validate(&graphs),
         Command::Plan { args, no_cache } => cli::inspect::plan(&args, no_cache),
         Command::Graph { graph, format } => cli::inspect::graph(&graph, format),

@@ -22,8 +22,13 @@ struct Watch {
 
 impl Watch {
     fn start(sb: &Sandbox, graph: &str) -> Watch {
+        Watch::start_with(sb, graph, &[])
+    }
+
+    fn start_with(sb: &Sandbox, graph: &str, extra: &[&str]) -> Watch {
         let mut child = Command::new(env!("CARGO_BIN_EXE_flow"))
             .args(["watch", "--json", graph])
+            .args(extra)
             .current_dir(sb.path())
             .env("FLOW_CACHE_DIR", sb.cache_dir())
             .env("FLOW_MODEL_CACHE", common::test_models_dir())
@@ -197,6 +202,62 @@ fn a_save_during_a_run_cancels_it_and_runs_again() {
     assert!(ran.contains(&"save".to_string()));
     assert_eq!(again.last().unwrap()["ok"], true);
     assert!(sb.path().join("out/n.safetensors").exists());
+}
+
+#[test]
+fn saves_that_keep_coming_do_not_hold_a_run_off_forever() {
+    let sb = Sandbox::new();
+    let mut yaml = String::from("flow: 1\nparams: { seed: 0 }\nnodes:\n  m0: { op: tensor.random, in: { shape: [600, 600], seed: $seed } }\n");
+    for i in 1..=20 {
+        yaml.push_str(&format!("  m{i}: {{ op: tensor.matmul, in: {{ a: $m{}, b: $m0 }} }}\n", i - 1));
+    }
+    yaml.push_str("  save: { op: tensor.save, in: { tensor: $m20, path: out/m.safetensors } }\n");
+    sb.write("g.yaml", &yaml);
+    let watch = Watch::start_with(&sb, "g.yaml", &["--max-wait", "500"]);
+    watch.until(|e| e["event"] == "node_finished" && e["node"] == "m1");
+    // Every save changes the seed, so the whole chain must run again.
+    let saving = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let saver = {
+        let saving = std::sync::Arc::clone(&saving);
+        let (dir, yaml) = (sb.path().to_path_buf(), yaml.clone());
+        std::thread::spawn(move || {
+            let started = std::time::Instant::now();
+            let mut seed = 1;
+            while saving.load(std::sync::atomic::Ordering::SeqCst) && started.elapsed() < WAIT {
+                std::fs::write(dir.join("g.yaml"), yaml.replace("seed: 0", &format!("seed: {seed}"))).unwrap();
+                seed += 1;
+                std::thread::sleep(Duration::from_millis(30));
+            }
+        })
+    };
+    let events = watch.until(|e| e["event"] == "run_finished" && e["interrupted"] == false);
+    let still_saving = !saver.is_finished();
+    saving.store(false, std::sync::atomic::Ordering::SeqCst);
+    saver.join().unwrap();
+    assert!(still_saving, "a run finished only after the saves stopped");
+    assert!(events.iter().any(|e| e["event"] == "watch_restarting"), "{events:#?}");
+    assert!(events.iter().any(|e| e["event"] == "watch_queued"), "{events:#?}");
+    assert_eq!(events.last().unwrap()["ok"], true);
+}
+
+#[test]
+fn a_graph_writing_what_it_reads_does_not_trigger_itself() {
+    let sb = Sandbox::new();
+    sb.write("in.txt", "seed");
+    sb.write(
+        "g.yaml",
+        "flow: 1\nnodes:\n  t: { op: file.read_text, in: { path: in.txt } }\n  \
+         save: { op: file.write_text, in: { path: in.txt, text: \"${t}+\" } }\n",
+    );
+    let watch = Watch::start(&sb, "g.yaml");
+    let first = watch.run();
+    let failed = first.iter().find(|e| e["event"] == "node_failed").expect("the write is refused");
+    assert!(failed["error"].as_str().unwrap().contains("read by this graph"), "{failed}");
+    assert_eq!(std::fs::read_to_string(sb.path().join("in.txt")).unwrap(), "seed");
+    // Nothing changed, so nothing runs again.
+    std::thread::sleep(Duration::from_millis(1500));
+    let more: Vec<Json> = watch.events.try_iter().collect();
+    assert!(!more.iter().any(|e| e["event"] == "run_started"), "{more:#?}");
 }
 
 const UPPER: &str = r#"fn ports() { #{ inputs: #{ text: "text" }, outputs: #{ text: "text" } } }

@@ -66,7 +66,14 @@ pub enum Event {
     Message { node: String, text: String, t_ms: f64 },
     /// A node wrote a file (or, served from the cache, stands for a file
     /// it wrote before that still holds exactly those bytes).
-    Output { node: String, path: String, t_ms: f64 },
+    /// `size` and `blake3` (hex) describe the bytes the file holds.
+    Output {
+        node: String,
+        path: String,
+        size: u64,
+        blake3: String,
+        t_ms: f64,
+    },
     /// A node finished successfully.
     NodeFinished {
         node: String,

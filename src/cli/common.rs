@@ -91,3 +91,14 @@ pub fn plan_options(graph: &Graph, args: &GraphArgs, no_cache: bool) -> Result<P
     }
     Ok(PlanOptions { only, no_cache, probe_only: false })
 }
+
+/// A path as the user would write it: relative to the working folder when
+/// it lies below it.
+pub fn shown(path: &Path) -> String {
+    let full = flow_engine::watch::normalize(path);
+    let cwd = std::env::current_dir().ok().and_then(|d| d.canonicalize().ok());
+    match cwd.as_deref().and_then(|cwd| full.strip_prefix(cwd).ok()) {
+        Some(rel) => rel.display().to_string(),
+        None => path.display().to_string(),
+    }
+}

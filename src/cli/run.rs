@@ -6,7 +6,7 @@ use flow_engine::events::NodeStatus;
 use flow_engine::run::RunReport;
 use flow_engine::CancelToken;
 
-use super::common::{engine, load_graph, plan_options, registry};
+use super::common::{engine, load_graph, plan_options, registry, shown};
 use super::render::{human_sink, json_sink};
 use super::table::{duration, Table};
 use super::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK};
@@ -78,7 +78,7 @@ pub fn print_summary(report: &RunReport) {
     print!("{}", table.render());
     for n in &report.nodes {
         for file in &n.files {
-            println!("{} {}", if n.status == NodeStatus::Cached { "kept" } else { "wrote" }, shown_path(file));
+            println!("{} {}", if n.status == NodeStatus::Cached { "kept" } else { "wrote" }, shown(file));
         }
     }
     for n in report.nodes.iter().filter(|n| n.status == NodeStatus::Failed) {
@@ -95,13 +95,4 @@ pub fn print_summary(report: &RunReport) {
         "{state} in {}: {ran} ran, {cached} cached, {failed} failed, {skipped} skipped",
         duration(report.elapsed.as_secs_f64() * 1e3)
     );
-}
-
-/// A path as the user best reads it: relative to the working folder when it
-/// is inside it.
-fn shown_path(path: &std::path::Path) -> String {
-    let cwd = std::env::current_dir().ok();
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    cwd.and_then(|cwd| absolute.strip_prefix(cwd).ok().map(|p| p.display().to_string()))
-        .unwrap_or_else(|| path.display().to_string())
 }

@@ -11,7 +11,7 @@ use flow_engine::run::RunReport;
 use serde_json::json;
 
 use super::table::{duration, Table};
-use super::watch::shown;
+use super::common::shown;
 
 /// The session's printer.
 pub struct Output {
@@ -72,6 +72,16 @@ impl Output {
             self.event(json!({ "event": "watch_restarting" }));
         } else {
             eprintln!("changed during the run: stopping at the next step, then running again");
+        }
+    }
+
+    /// A save arrived while a run that saves have held off for too long was
+    /// going: it finishes, then the graph runs again.
+    pub fn queued(&self) {
+        if self.json {
+            self.event(json!({ "event": "watch_queued" }));
+        } else {
+            eprintln!("changed during the run: saves kept coming, so this run finishes first, then runs again");
         }
     }
 

@@ -307,9 +307,17 @@ impl Scheduler<'_> {
     fn announce_files(&self, i: usize) -> Vec<PathBuf> {
         let node = &self.graph.nodes[i];
         let Some(outputs) = &self.values[i] else { return Vec::new() };
-        let files: Vec<PathBuf> = outputs.written().iter().map(|w| w.location(&self.graph.dir)).collect();
-        for path in &files {
-            self.emit(Event::Output { node: node.id.clone(), path: path.display().to_string(), t_ms: self.t_ms() });
+        let mut files = Vec::new();
+        for w in outputs.written() {
+            let path = w.location(&self.graph.dir);
+            self.emit(Event::Output {
+                node: node.id.clone(),
+                path: path.display().to_string(),
+                size: w.size,
+                blake3: w.blake3.clone(),
+                t_ms: self.t_ms(),
+            });
+            files.push(path);
         }
         files
     }

@@ -6,5 +6,5 @@
 mod set;
 mod watcher;
 
-pub use set::WatchSet;
+pub use set::{normalize, WatchSet};
 pub use watcher::FileWatcher;

@@ -62,7 +62,7 @@ impl WatchSet {
 /// An absolute path with its folder's symlinks resolved, so that a path
 /// named by a graph and the path the operating system reports are equal. The
 /// last component is kept as is: a file may be absent mid-save.
-fn normalize(path: &Path) -> PathBuf {
+pub fn normalize(path: &Path) -> PathBuf {
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     if let Ok(full) = absolute.canonicalize() {
         if full.is_dir() {
