@@ -10,7 +10,7 @@ use super::{EXIT_FAILED, EXIT_OK};
 fn open(dir: &Option<PathBuf>) -> Result<(PathBuf, DiskTier), u8> {
     let dir = cache_dir(dir);
     DiskTier::open(dir.join("v1")).map(|d| (dir.clone(), d)).map_err(|e| {
-        eprintln!("error: cannot open the cache at {}: {e}", dir.display());
+        errln!("error: cannot open the cache at {}: {e}", dir.display());
         EXIT_FAILED
     })
 }
@@ -20,10 +20,10 @@ pub fn stats(dir: Option<PathBuf>) -> u8 {
     match open(&dir) {
         Ok((path, disk)) => {
             let s = disk.stats();
-            println!("cache: {}", path.display());
-            println!("entries: {}", s.entries);
-            println!("bytes: {} ({})", s.bytes, human_bytes(s.bytes));
-            println!("memo files: {} ({})", s.memo_files, human_bytes(s.memo_bytes));
+            outln!("cache: {}", path.display());
+            outln!("entries: {}", s.entries);
+            outln!("bytes: {} ({})", s.bytes, human_bytes(s.bytes));
+            outln!("memo files: {} ({})", s.memo_files, human_bytes(s.memo_bytes));
             EXIT_OK
         }
         Err(code) => code,
@@ -35,7 +35,7 @@ pub fn clear(dir: Option<PathBuf>) -> u8 {
     match open(&dir) {
         Ok((path, disk)) => match disk.clear() {
             Ok(s) => {
-                println!(
+                outln!(
                     "removed {} entries ({}) and {} memo files ({}) from {}",
                     s.entries,
                     human_bytes(s.bytes),
@@ -46,7 +46,7 @@ pub fn clear(dir: Option<PathBuf>) -> u8 {
                 EXIT_OK
             }
             Err(e) => {
-                eprintln!("error: {e}");
+                errln!("error: {e}");
                 EXIT_FAILED
             }
         },

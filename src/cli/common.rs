@@ -29,7 +29,7 @@ pub fn parse_overrides(set: &[String]) -> Result<Vec<Override>, u8> {
     }
     if !bad.is_empty() {
         for e in bad {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
         }
         return Err(super::EXIT_INVALID);
     }
@@ -40,7 +40,7 @@ pub fn parse_overrides(set: &[String]) -> Result<Vec<Override>, u8> {
 pub fn load_graph(path: &Path, set: &[String], registry: &Registry) -> Result<Graph, u8> {
     let overrides = parse_overrides(set)?;
     graph::load(path, &overrides, registry).map_err(|diags| {
-        eprint!("{}", diags.render());
+        err!("{}", diags.render());
         super::EXIT_INVALID
     })
 }
@@ -54,13 +54,13 @@ pub fn cache_dir(arg: &Option<PathBuf>) -> PathBuf {
 pub fn engine(args: &GraphArgs, registry: Registry, quiet: bool) -> Result<Engine, u8> {
     let memory_budget = match &args.memory_budget {
         Some(b) => parse_bytes(b).map_err(|e| {
-            eprintln!("error: --memory-budget {b}: {e:#}");
+            errln!("error: --memory-budget {b}: {e:#}");
             super::EXIT_INVALID
         })?,
         None => default_memory_budget(),
     };
     let Some(default_device) = DeviceChoice::parse(&args.device) else {
-        eprintln!("error: --device {}: use cpu, cuda:N or auto", args.device);
+        errln!("error: --device {}: use cpu, cuda:N or auto", args.device);
         return Err(super::EXIT_INVALID);
     };
     let config = EngineConfig {
@@ -71,7 +71,7 @@ pub fn engine(args: &GraphArgs, registry: Registry, quiet: bool) -> Result<Engin
     };
     let resolver = StoreResolver::new(super::models::store(&args.cache_dir), super::models::progress_sink(quiet));
     Engine::new(registry, Arc::new(resolver), config).map_err(|e| {
-        eprintln!("error: {e:#}");
+        errln!("error: {e:#}");
         super::EXIT_FAILED
     })
 }
@@ -84,7 +84,7 @@ pub fn plan_options(graph: &Graph, args: &GraphArgs, no_cache: bool) -> Result<P
             Some(i) => only.push(i),
             None => {
                 let help = flow_engine::diagnostics::did_you_mean(id, graph.nodes.iter().map(|n| n.id.as_str()));
-                eprintln!("error: --only {id}: the graph has no node `{id}`{}", help.map(|h| format!("; {h}")).unwrap_or_default());
+                errln!("error: --only {id}: the graph has no node `{id}`{}", help.map(|h| format!("; {h}")).unwrap_or_default());
                 return Err(super::EXIT_INVALID);
             }
         }

@@ -19,7 +19,7 @@ pub fn validate(graphs: &[PathBuf]) -> u8 {
     let mut code = EXIT_OK;
     for path in graphs {
         match load_graph(path, &[], &registry) {
-            Ok(g) => println!("{}: ok ({} nodes)", path.display(), g.nodes.len()),
+            Ok(g) => outln!("{}: ok ({} nodes)", path.display(), g.nodes.len()),
             Err(c) => code = code.max(c),
         }
     }
@@ -65,9 +65,9 @@ pub fn plan(args: &GraphArgs, no_cache: bool) -> u8 {
         };
         table.row(vec![step.to_string(), node.id.clone(), node.op.spec().name.clone(), device, what]);
     }
-    print!("{}", table.render());
+    out!("{}", table.render());
     let unneeded = graph.nodes.len() - step;
-    println!("{run} to run, {cached} cached, {unneeded} not needed");
+    outln!("{run} to run, {cached} cached, {unneeded} not needed");
     EXIT_OK
 }
 
@@ -78,7 +78,7 @@ pub fn graph(path: &Path, format: GraphFormat) -> u8 {
         Ok(g) => g,
         Err(code) => return code,
     };
-    print!(
+    out!(
         "{}",
         match format {
             GraphFormat::Dot => to_dot(&graph),
@@ -138,28 +138,28 @@ pub fn ops(name: Option<&str>) -> u8 {
                 let doc = first_sentence(&spec.doc);
                 table.row(vec![spec.name.clone(), inputs, outputs, doc]);
             }
-            print!("{}", table.render());
+            out!("{}", table.render());
             let here = Path::new(".");
             let scripts: Vec<String> = registry.names_for(here).into_iter().filter(|n| registry.get(n).is_none()).collect();
             if !scripts.is_empty() {
-                println!("Script ops from ./scripts (or a folder above): {}", scripts.join(", "));
+                outln!("Script ops from ./scripts (or a folder above): {}", scripts.join(", "));
             }
-            println!("`flow ops NAME` shows an op's ports, types and defaults (scripts: `flow ops script.NAME`).");
+            outln!("`flow ops NAME` shows an op's ports, types and defaults (scripts: `flow ops script.NAME`).");
             EXIT_OK
         }
         Some(name) => match registry.resolve(name, Path::new(".")) {
             Ok(Some(op)) => {
-                print!("{}", describe(op.spec()));
+                out!("{}", describe(op.spec()));
                 EXIT_OK
             }
             Ok(None) => {
                 let names = registry.names_for(Path::new("."));
                 let help = flow_engine::diagnostics::did_you_mean(name, names.iter().map(String::as_str));
-                eprintln!("error: unknown op `{name}`{}", help.map(|h| format!("; {h}")).unwrap_or_default());
+                errln!("error: unknown op `{name}`{}", help.map(|h| format!("; {h}")).unwrap_or_default());
                 EXIT_INVALID
             }
             Err(e) => {
-                eprintln!("error: op `{name}`: {e}");
+                errln!("error: op `{name}`: {e}");
                 EXIT_INVALID
             }
         },

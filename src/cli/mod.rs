@@ -1,5 +1,8 @@
 //! The commands of the `flow` binary.
 
+#[macro_use]
+mod console;
+
 pub mod cache;
 pub mod common;
 pub mod inspect;

@@ -47,7 +47,7 @@ pub fn progress_sink(quiet: bool) -> ProgressSink {
             if let Some(bar) = bars.remove(&p.model) {
                 bar.finish_and_clear();
             }
-            eprintln!("model {}: ready", p.model);
+            errln!("model {}: ready", p.model);
             return;
         }
         let bar = bars.entry(p.model.clone()).or_insert_with(|| {
@@ -77,8 +77,8 @@ pub fn list(dir: Option<PathBuf>) -> u8 {
     for (kind, version) in store.tiny_kinds() {
         t.row(vec![format!("tiny:{kind}"), kind.clone(), "-".into(), format!("generated (v{version})"), "random-weight test model of the real architecture".into()]);
     }
-    print!("{}", t.render());
-    println!("models folder: {}", store.models_dir().display());
+    out!("{}", t.render());
+    outln!("models folder: {}", store.models_dir().display());
     EXIT_OK
 }
 
@@ -88,11 +88,11 @@ pub fn pull(name: &str, dir: Option<PathBuf>) -> u8 {
     let progress = progress_sink(false);
     match store.pull(name, &|p| progress(p)) {
         Ok(m) => {
-            println!("{name}: {} (fingerprint {})", m.path.display(), &m.fingerprint[..m.fingerprint.len().min(16)]);
+            outln!("{name}: {} (fingerprint {})", m.path.display(), &m.fingerprint[..m.fingerprint.len().min(16)]);
             EXIT_OK
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             EXIT_FAILED
         }
     }
@@ -107,26 +107,26 @@ pub fn verify(dir: Option<PathBuf>) -> u8 {
             let mut bad = 0;
             for m in &report.models {
                 if m.problems.is_empty() {
-                    println!("{}: ok ({} files)", m.name, m.files_checked);
+                    outln!("{}: ok ({} files)", m.name, m.files_checked);
                 } else {
                     bad += 1;
                     for p in &m.problems {
-                        println!("{}: BAD {p}", m.name);
+                        outln!("{}: BAD {p}", m.name);
                     }
                 }
             }
             for name in &report.not_installed {
-                println!("{name}: not installed");
+                outln!("{name}: not installed");
             }
             if bad == 0 {
                 EXIT_OK
             } else {
-                eprintln!("{bad} model(s) failed verification; they will be fetched again on next use");
+                errln!("{bad} model(s) failed verification; they will be fetched again on next use");
                 EXIT_FAILED
             }
         }
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             EXIT_FAILED
         }
     }

@@ -69,7 +69,7 @@ impl Human {
             Event::Token { node, text, .. } => {
                 if self.streaming.as_deref() != Some(node.as_str()) {
                     self.end_stream();
-                    self.bars.suspend(|| println!("── {node} ──"));
+                    self.bars.suspend(|| outln!("── {node} ──"));
                     self.streaming = Some(node);
                 }
                 self.bars.suspend(|| {
@@ -80,11 +80,11 @@ impl Human {
             }
             Event::Message { node, text, .. } => {
                 self.end_stream();
-                self.bars.suspend(|| println!("[{node}] {text}"));
+                self.bars.suspend(|| outln!("[{node}] {text}"));
             }
             Event::Warning { message, .. } => {
                 self.end_stream();
-                self.bars.suspend(|| eprintln!("warning: {message}"));
+                self.bars.suspend(|| errln!("warning: {message}"));
             }
             Event::NodeFinished { node, .. } | Event::NodeFailed { node, .. } | Event::NodeSkipped { node, .. } => {
                 if let Some(bar) = self.running.remove(&node) {
@@ -109,7 +109,7 @@ impl Human {
 
     fn end_stream(&mut self) {
         if self.streaming.take().is_some() {
-            self.bars.suspend(|| println!());
+            self.bars.suspend(|| outln!());
         }
     }
 }

@@ -54,7 +54,7 @@ pub fn watch_ctrl_c(cancel: CancelToken) {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
         rt.block_on(async {
             if tokio::signal::ctrl_c().await.is_ok() {
-                eprintln!("\ninterrupted: stopping at the next step (Ctrl-C again to quit now)");
+                errln!("\ninterrupted: stopping at the next step (Ctrl-C again to quit now)");
                 cancel.cancel();
             }
             if tokio::signal::ctrl_c().await.is_ok() {
@@ -75,15 +75,15 @@ pub fn print_summary(report: &RunReport) {
         };
         table.row(vec![n.id.clone(), n.op.clone(), n.status.as_str().into(), time, why]);
     }
-    print!("{}", table.render());
+    out!("{}", table.render());
     for n in &report.nodes {
         for file in &n.files {
-            println!("{} {}", if n.status == NodeStatus::Cached { "kept" } else { "wrote" }, shown(file));
+            outln!("{} {}", if n.status == NodeStatus::Cached { "kept" } else { "wrote" }, shown(file));
         }
     }
     for n in report.nodes.iter().filter(|n| n.status == NodeStatus::Failed) {
         if let Some(e) = &n.error {
-            eprintln!("error: node `{}` ({}) failed: {e}", n.id, n.op);
+            errln!("error: node `{}` ({}) failed: {e}", n.id, n.op);
         }
     }
     let ran = report.count(NodeStatus::Ran);
@@ -91,7 +91,7 @@ pub fn print_summary(report: &RunReport) {
     let failed = report.count(NodeStatus::Failed);
     let skipped = report.count(NodeStatus::Skipped);
     let state = if report.interrupted { "interrupted" } else if report.ok() { "done" } else { "failed" };
-    println!(
+    outln!(
         "{state} in {}: {ran} ran, {cached} cached, {failed} failed, {skipped} skipped",
         duration(report.elapsed.as_secs_f64() * 1e3)
     );

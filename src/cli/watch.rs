@@ -61,7 +61,7 @@ pub fn watch(args: &GraphArgs, json: bool, debounce: Duration, max_wait: Duratio
     }) {
         Ok(w) => w,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            errln!("error: {e:#}");
             return EXIT_FAILED;
         }
     };

@@ -42,7 +42,7 @@ impl Output {
         if self.json {
             self.event(json!({ "event": "watching", "paths": names }));
         } else {
-            eprintln!("watching {} (Ctrl-C to stop)", names.join(", "));
+            errln!("watching {} (Ctrl-C to stop)", names.join(", "));
         }
     }
 
@@ -52,7 +52,7 @@ impl Output {
         if self.json {
             self.event(json!({ "event": "watch_changed", "paths": names }));
         } else {
-            eprintln!("\nchanged: {}", names.join(", "));
+            errln!("\nchanged: {}", names.join(", "));
         }
     }
 
@@ -61,8 +61,8 @@ impl Output {
         if self.json {
             self.event(json!({ "event": "watch_invalid", "errors": errors }));
         } else {
-            eprint!("{errors}");
-            eprintln!("the graph is invalid: keeping the last results; fix it and save to run again");
+            err!("{errors}");
+            errln!("the graph is invalid: keeping the last results; fix it and save to run again");
         }
     }
 
@@ -71,7 +71,7 @@ impl Output {
         if self.json {
             self.event(json!({ "event": "watch_restarting" }));
         } else {
-            eprintln!("changed during the run: stopping at the next step, then running again");
+            errln!("changed during the run: stopping at the next step, then running again");
         }
     }
 
@@ -81,7 +81,7 @@ impl Output {
         if self.json {
             self.event(json!({ "event": "watch_queued" }));
         } else {
-            eprintln!("changed during the run: saves kept coming, so this run finishes first, then runs again");
+            errln!("changed during the run: saves kept coming, so this run finishes first, then runs again");
         }
     }
 
@@ -90,7 +90,7 @@ impl Output {
         if self.json {
             self.event(json!({ "event": "warning", "message": message }));
         } else {
-            eprintln!("warning: {message}");
+            errln!("warning: {message}");
         }
     }
 
@@ -110,14 +110,14 @@ impl Output {
         }
         let ran = report.count(NodeStatus::Ran);
         if ran + report.count(NodeStatus::Failed) + report.count(NodeStatus::Skipped) > 0 {
-            print!("{}", table.render());
+            out!("{}", table.render());
         }
         for n in report.nodes.iter().filter(|n| n.status == NodeStatus::Failed) {
             if let Some(e) = &n.error {
-                eprintln!("error: node `{}` ({}) failed: {e}", n.id, n.op);
+                errln!("error: node `{}` ({}) failed: {e}", n.id, n.op);
             }
         }
-        println!(
+        outln!(
             "{}: {ran} of {} nodes ran in {}, {} cached{}",
             graph.name,
             report.nodes.len(),
@@ -135,7 +135,7 @@ impl Output {
         if self.json {
             self.event(json!({ "event": "watch_stopped" }));
         } else {
-            eprintln!("stopped watching");
+            errln!("stopped watching");
         }
     }
 }
