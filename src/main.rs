@@ -148,6 +148,13 @@ enum CacheAction {
 }
 
 fn main() -> ExitCode {
+    // Errors (candle's, anyhow's) capture a backtrace when RUST_BACKTRACE is
+    // set, and it would land in every node error message. Backtraces are for
+    // panics, which still get them; RUST_LIB_BACKTRACE=1 brings them back
+    // for errors. Set before any thread starts.
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        std::env::set_var("RUST_LIB_BACKTRACE", "0");
+    }
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Run { args, no_cache, json } => cli::run::run(&args, no_cache, json),

@@ -185,5 +185,6 @@ pub fn decision_text(decision: &Decision) -> String {
         Decision::Cached(tier) => format!("cached ({})", tier_name(*tier)),
         Decision::Run(reason) => reason.clone(),
         Decision::Fail(error) => format!("cannot run: {error}"),
+        Decision::Skip(cause) => format!("skipped: {cause}"),
     }
 }

@@ -70,9 +70,10 @@ pub fn engine(args: &GraphArgs, registry: Registry, quiet: bool) -> Result<Engin
         default_device,
     };
     let resolver = StoreResolver::new(super::models::store(&args.cache_dir), super::models::progress_sink(quiet));
+    // A cache folder that cannot be opened is a usage error, not a failed node.
     Engine::new(registry, Arc::new(resolver), config).map_err(|e| {
         errln!("error: {e:#}");
-        super::EXIT_FAILED
+        super::EXIT_INVALID
     })
 }
 

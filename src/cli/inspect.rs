@@ -52,7 +52,7 @@ pub fn plan(args: &GraphArgs, no_cache: bool) -> u8 {
         match p.decision {
             Decision::Run(_) => run += 1,
             Decision::Cached(_) => cached += 1,
-            Decision::Fail(_) => {}
+            Decision::Fail(_) | Decision::Skip(_) => {}
         }
         let device = if node.op.spec().cost == Cost::Light {
             "inline".to_string()

@@ -39,13 +39,13 @@ pub enum CacheError {
         reason: DecodeError,
     },
     /// Reading or writing the cache folder failed.
-    #[error("cache I/O error on {}: {source}", path.display())]
+    #[error("cache I/O error on {}: {error}", path.display())]
     Io {
         /// The file or folder involved.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
+        /// The underlying error (in the message, not chained, so that it is
+        /// said once).
+        error: io::Error,
     },
     /// Outputs could not be turned into an entry (e.g. a tensor dtype the
     /// entry format does not hold).
@@ -58,7 +58,7 @@ impl CacheError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
         CacheError::Io {
             path: path.into(),
-            source,
+            error: source,
         }
     }
 }

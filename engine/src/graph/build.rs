@@ -64,33 +64,35 @@ pub(super) fn build(
     }
     b.bind_ops(&mut diags);
     let mut nodes = Vec::with_capacity(doc.nodes.len());
+    let mut deps = Vec::with_capacity(doc.nodes.len());
     for (i, decl) in doc.nodes.iter().enumerate() {
-        if let Some(node) = b.build_node(i, decl, &mut diags) {
-            nodes.push(node);
-        }
+        let (node, node_deps) = b.build_node(i, decl, &mut diags);
+        nodes.extend(node);
+        deps.push(node_deps);
     }
-    if !diags.is_empty() {
-        diags.sort();
-        return Err(Box::new(diags));
-    }
-    let mut dag = DiGraph::with_capacity(nodes.len(), nodes.len());
-    for i in 0..nodes.len() {
+    // Links are checked for cycles even when nodes have other errors, so
+    // that every error is reported at once.
+    let mut dag = DiGraph::with_capacity(deps.len(), deps.len());
+    for i in 0..deps.len() {
         dag.add_node(i);
     }
-    for (i, node) in nodes.iter().enumerate() {
-        for &d in &node.deps {
+    for (i, node_deps) in deps.iter().enumerate() {
+        for &d in node_deps {
             dag.add_edge(NodeIndex::new(d), NodeIndex::new(i), ());
         }
     }
-    let order = match cycles::topological_order(&dag) {
-        Ok(order) => order,
-        Err(cycle) => {
-            let path: Vec<&str> = cycle.iter().chain(cycle.first()).map(|&i| nodes[i].id.as_str()).collect();
-            let first = &nodes[cycle[0]];
-            diags.push(
-                Diagnostic::at(first.loc, first.id.chars().count(), format!("cycle: {}", path.join(" -> ")))
-                    .with_help(Some("a graph must not feed a node's output back into its own inputs".into())),
-            );
+    let order = cycles::topological_order(&dag).map_err(|cycle| {
+        let path: Vec<&str> = cycle.iter().chain(cycle.first()).map(|&i| doc.nodes[i].id.name.as_str()).collect();
+        let first = &doc.nodes[cycle[0]].id;
+        diags.push(
+            Diagnostic::at(first.loc, first.len, format!("cycle: {}", path.join(" -> ")))
+                .with_help(Some("a graph must not feed a node's output back into its own inputs".into())),
+        );
+    });
+    let order = match order {
+        Ok(order) if diags.is_empty() => order,
+        _ => {
+            diags.sort();
             return Err(Box::new(diags));
         }
     };
@@ -183,7 +185,9 @@ impl<'a> Builder<'a> {
         }
     }
 
-    fn build_node(&self, index: usize, decl: &NodeDecl, diags: &mut Diagnostics) -> Option<GraphNode> {
+    /// The node, or `None` if it has errors (reported to `diags`), and the
+    /// nodes its links name (also when it has errors, for the cycle check).
+    fn build_node(&self, index: usize, decl: &NodeDecl, diags: &mut Diagnostics) -> (Option<GraphNode>, Vec<usize>) {
         let op = self.ops[index].clone();
         let mut inputs = BTreeMap::new();
         let mut ok = true;
@@ -214,7 +218,13 @@ impl<'a> Builder<'a> {
                 None => ok = false,
             }
         }
-        let op = op?;
+        let mut deps = Vec::new();
+        for e in inputs.values() {
+            e.for_each_link(&mut |n, _| deps.push(n));
+        }
+        deps.sort_unstable();
+        deps.dedup();
+        let Some(op) = op else { return (None, deps) };
         for port in op.spec().inputs.iter().filter(|p| p.is_required()) {
             if !given.contains(&port.name) {
                 diags.push(Diagnostic::at(
@@ -240,25 +250,20 @@ impl<'a> Builder<'a> {
             },
         };
         if !ok {
-            return None;
+            return (None, deps);
         }
-        let mut deps = Vec::new();
-        for e in inputs.values() {
-            e.for_each_link(&mut |n, _| deps.push(n));
-        }
-        deps.sort_unstable();
-        deps.dedup();
         let template_params = self.template_params(&op, &inputs);
-        Some(GraphNode {
+        let node = GraphNode {
             id: decl.id.name.clone(),
             op,
             inputs,
             device,
             cache: decl.cache.unwrap_or(true),
-            deps,
+            deps: deps.clone(),
             template_params,
             loc: decl.id.loc,
-        })
+        };
+        (Some(node), deps)
     }
 
     /// Params named as `${name}` in the node's verbatim text inputs.

@@ -31,6 +31,9 @@ pub(super) fn check_port(
     let hint = match (want, expr) {
         (ValueType::Model, _) => " (name a model from `models:` with `$name`, or give a reference like `tiny:sd`)",
         (t, Expr::Literal(_)) if t.is_tensor_like() => " (tensors come from nodes such as `tensor.load`)",
+        (ValueType::Int, Expr::Literal(Value::Float(f))) if f.fract() == 0.0 && f.abs() >= 2f64.powi(63) => {
+            " (a whole number, but outside the range of a 64-bit int: -9223372036854775808 to 9223372036854775807)"
+        }
         (ValueType::Int, Expr::Literal(Value::Float(_))) => " (write a whole number)",
         _ => "",
     };

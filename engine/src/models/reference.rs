@@ -111,11 +111,9 @@ pub(crate) fn absolute_path(p: &Path, base: &Path) -> PathBuf {
             return PathBuf::from(home).join(rest);
         }
     }
-    if p.is_absolute() {
-        p.to_path_buf()
-    } else {
-        base.join(p)
-    }
+    let joined = if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+    // Also drops `.` components, so messages show `/g/nowhere`, not `/g/./nowhere`.
+    std::path::absolute(&joined).unwrap_or(joined)
 }
 
 fn parse_hub(rest: &str) -> Result<ModelRef, String> {

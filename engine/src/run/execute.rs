@@ -153,6 +153,7 @@ impl Scheduler<'_> {
                     r.files = self.announce_files(i);
                     self.reports[i] = Some(r);
                 }
+                Decision::Skip(cause) => self.skip(i, cause.clone()),
                 Decision::Fail(error) => {
                     self.state[i] = State::Failed;
                     self.emit(Event::NodeFailed { node: node.id.clone(), op, error: error.clone(), ms: 0.0, t_ms: self.t_ms() });

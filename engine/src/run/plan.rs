@@ -30,6 +30,8 @@ pub enum Decision {
     Run(String),
     /// Cannot run: this error happened while planning (e.g. a model failed to resolve).
     Fail(String),
+    /// Does not run because a node it needs cannot (the cause).
+    Skip(String),
 }
 
 /// The plan of one needed node.
@@ -129,7 +131,14 @@ pub fn make_plan(
                         models.insert(name.clone(), v);
                     }
                     Err(e) => {
-                        model_errors.insert(name.clone(), format!("model `{reference}`: {e:#}"));
+                        // Name the model, unless the error already does.
+                        let error = format!("{e:#}");
+                        let error = if error.contains(&format!("`{reference}`")) {
+                            error
+                        } else {
+                            format!("model `{reference}`: {error}")
+                        };
+                        model_errors.insert(name.clone(), error);
                     }
                 }
             }
@@ -148,10 +157,16 @@ pub fn make_plan(
             Expr::Model { name, .. } => model_errors.get(name).cloned(),
             _ => None,
         });
-        let failed_dep = node.deps.iter().copied().find(|&d| keys[d].is_none());
-        let decision_error =
-            failed_model.or_else(|| failed_dep.map(|d| format!("upstream `{}` cannot run", graph.nodes[d].id)));
-        let keyed = decision_error.map(Err).unwrap_or_else(|| {
+        if let Some(error) = failed_model {
+            plans[i] = Some(NodePlan { key: None, parts: None, decision: Decision::Fail(error), cached: None });
+            continue;
+        }
+        if let Some(d) = node.deps.iter().copied().find(|&d| keys[d].is_none()) {
+            let cause = format!("upstream `{}` cannot run", graph.nodes[d].id);
+            plans[i] = Some(NodePlan { key: None, parts: None, decision: Decision::Skip(cause), cached: None });
+            continue;
+        }
+        let keyed = {
             let fingerprint = node
                 .op
                 .fingerprint(&literal_inputs(node, &model), &graph.dir)
@@ -160,7 +175,7 @@ pub fn make_plan(
             node_key(node, &upstream, &model, &fingerprint)
                 .map(|(k, p)| (k, p, fingerprint))
                 .map_err(|e| format!("cannot compute the cache key: {e:#}"))
-        });
+        };
         let plan = match keyed {
             Ok((key, parts, fingerprint)) => {
                 keys[i] = Some(key);
