@@ -1,21 +1,26 @@
-//! Ctrl-C stops a run cleanly: exit 130, finished results kept in the cache.
+//! Ctrl-C (SIGINT) and SIGTERM stop a run cleanly: exit 130, finished
+//! results kept in the cache.
 
 mod common;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use common::{executed, Sandbox};
+use common::{executed, matmul_chain, Sandbox};
 
 #[test]
 fn sigint_stops_the_run_and_keeps_finished_results() {
+    stops_cleanly_on("-INT");
+}
+
+#[test]
+fn sigterm_stops_the_run_like_ctrl_c() {
+    stops_cleanly_on("-TERM");
+}
+
+fn stops_cleanly_on(signal: &str) {
     let sb = Sandbox::new();
-    let mut yaml = String::from("flow: 1\nnodes:\n  m0: { op: tensor.random, in: { shape: [500, 500], seed: 1 } }\n");
-    for i in 1..=12 {
-        yaml.push_str(&format!("  m{i}: {{ op: tensor.matmul, in: {{ a: $m{}, b: $m0 }} }}\n", i - 1));
-    }
-    yaml.push_str("  save: { op: tensor.save, in: { tensor: $m12, path: out/m.safetensors } }\n");
-    sb.write("g.yaml", &yaml);
+    sb.write("g.yaml", &matmul_chain(500, 12, "out/m.safetensors"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_flow"))
         .args(["run", "--json", "g.yaml"])
         .current_dir(sb.path())
@@ -31,7 +36,7 @@ fn sigint_stops_the_run_and_keeps_finished_results() {
         let line = line.unwrap();
         if line.contains("\"node_finished\"") && line.contains("\"m1\"") {
             finished_before = 2;
-            let kill = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+            let kill = Command::new("kill").args([signal, &child.id().to_string()]).status().unwrap();
             assert!(kill.success());
             break;
         }

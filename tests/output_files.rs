@@ -144,3 +144,57 @@ fn writers_replace_only_regular_files() {
     assert_eq!(read(&sb, "target.txt"), "keep");
     assert!(fs::symlink_metadata(sb.path().join("out/hello.txt")).unwrap().file_type().is_symlink());
 }
+
+#[test]
+fn cached_nodes_show_their_text_again() {
+    let sb = Sandbox::new();
+    sb.write(
+        "g.yaml",
+        r#"flow: 1
+models:
+  llm: tiny:llama
+nodes:
+  answer:
+    op: llm.generate
+    in: { model: $llm, prompt: "Tell me a story.", max_tokens: 16, temperature: 0 }
+  show:
+    op: debug.print
+    in: { value: "the end" }
+  save:
+    op: file.write_text
+    in: { path: out/answer.txt, text: $answer }
+"#,
+    );
+    let text_of = |events: &[serde_json::Value], event: &str, node: &str| -> String {
+        events.iter().filter(|e| e["event"] == event && e["node"] == node).map(|e| e["text"].as_str().unwrap()).collect()
+    };
+    let (_, first) = sb.run_json("g.yaml", &[]);
+    let (code, second) = sb.run_json("g.yaml", &[]);
+    assert_eq!(code, 0);
+    assert!(executed(&second).is_empty(), "{second:#?}");
+    let answer = text_of(&first, "token", "answer");
+    assert!(!answer.is_empty());
+    assert_eq!(text_of(&second, "token", "answer"), answer);
+    assert_eq!(read(&sb, "out/answer.txt"), answer);
+    assert_eq!(text_of(&second, "message", "show"), "the end");
+    event_for(&second, "node_cached", "answer");
+}
+
+#[cfg(unix)]
+#[test]
+fn every_writer_gives_its_files_the_same_mode() {
+    use std::os::unix::fs::PermissionsExt;
+    let sb = Sandbox::new();
+    sb.write(
+        "g.yaml",
+        r#"flow: 1
+nodes:
+  t: { op: tensor.random, in: { shape: [1, 3, 2, 2], seed: 1 } }
+  a: { op: tensor.save, in: { tensor: $t, path: out/t.safetensors } }
+  c: { op: file.write_text, in: { path: out/t.txt, text: hi } }
+"#,
+    );
+    assert_eq!(sb.run_json("g.yaml", &[]).0, 0);
+    let mode = |p: &str| fs::metadata(sb.path().join(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("out/t.safetensors"), mode("out/t.txt"));
+}

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{channel, Receiver};
 use std::time::Duration;
 
-use common::{executed, Sandbox};
+use common::{executed, matmul_chain, Sandbox};
 use serde_json::Value as Json;
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -182,11 +182,7 @@ fn a_file_the_graph_reads_is_watched_too() {
 #[test]
 fn a_save_during_a_run_cancels_it_and_runs_again() {
     let sb = Sandbox::new();
-    let mut yaml = String::from("flow: 1\nnodes:\n  m0: { op: tensor.random, in: { shape: [800, 800], seed: 1 } }\n");
-    for i in 1..=30 {
-        yaml.push_str(&format!("  m{i}: {{ op: tensor.matmul, in: {{ a: $m{}, b: $m0 }} }}\n", i - 1));
-    }
-    yaml.push_str("  save: { op: tensor.save, in: { tensor: $m30, path: out/m.safetensors } }\n");
+    let yaml = matmul_chain(800, 30, "out/m.safetensors");
     sb.write("g.yaml", &yaml);
     let watch = Watch::start(&sb, "g.yaml");
     watch.until(|e| e["event"] == "node_finished" && e["node"] == "m1");
@@ -207,11 +203,7 @@ fn a_save_during_a_run_cancels_it_and_runs_again() {
 #[test]
 fn saves_that_keep_coming_do_not_hold_a_run_off_forever() {
     let sb = Sandbox::new();
-    let mut yaml = String::from("flow: 1\nparams: { seed: 0 }\nnodes:\n  m0: { op: tensor.random, in: { shape: [600, 600], seed: $seed } }\n");
-    for i in 1..=20 {
-        yaml.push_str(&format!("  m{i}: {{ op: tensor.matmul, in: {{ a: $m{}, b: $m0 }} }}\n", i - 1));
-    }
-    yaml.push_str("  save: { op: tensor.save, in: { tensor: $m20, path: out/m.safetensors } }\n");
+    let yaml = matmul_chain(600, 20, "out/m.safetensors");
     sb.write("g.yaml", &yaml);
     let watch = Watch::start_with(&sb, "g.yaml", &["--max-wait", "500"]);
     watch.until(|e| e["event"] == "node_finished" && e["node"] == "m1");
@@ -222,9 +214,9 @@ fn saves_that_keep_coming_do_not_hold_a_run_off_forever() {
         let (dir, yaml) = (sb.path().to_path_buf(), yaml.clone());
         std::thread::spawn(move || {
             let started = std::time::Instant::now();
-            let mut seed = 1;
+            let mut seed = 2;
             while saving.load(std::sync::atomic::Ordering::SeqCst) && started.elapsed() < WAIT {
-                std::fs::write(dir.join("g.yaml"), yaml.replace("seed: 0", &format!("seed: {seed}"))).unwrap();
+                std::fs::write(dir.join("g.yaml"), yaml.replace("seed: 1 }", &format!("seed: {seed} }}"))).unwrap();
                 seed += 1;
                 std::thread::sleep(Duration::from_millis(30));
             }

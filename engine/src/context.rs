@@ -10,6 +10,7 @@ use anyhow::{anyhow, bail, Result};
 use candle_core::Device;
 
 use crate::events::{Event, EventSink};
+use crate::effects::{Effects, Shown};
 use crate::files::{self, WriteGuard, WrittenFile};
 use crate::models::ModelPool;
 
@@ -67,7 +68,7 @@ pub struct OpContext {
     memo_root: Option<PathBuf>,
     memo_reads: bool,
     guard: Arc<WriteGuard>,
-    written: Arc<Mutex<Vec<WrittenFile>>>,
+    effects: Arc<Mutex<Effects>>,
 }
 
 impl OpContext {
@@ -94,7 +95,7 @@ impl OpContext {
             memo_root: None,
             memo_reads: true,
             guard: Arc::new(WriteGuard::default()),
-            written: Arc::new(Mutex::new(Vec::new())),
+            effects: Arc::new(Mutex::new(Effects::default())),
         }
     }
 
@@ -115,14 +116,18 @@ impl OpContext {
         let full = self.resolve_path(Path::new(path));
         self.guard.check(&full).map_err(|e| anyhow!(e))?;
         files::write_atomic(&full, bytes)?;
-        self.written.lock().unwrap_or_else(PoisonError::into_inner).push(WrittenFile::of(path, bytes));
+        self.effects().written.push(WrittenFile::of(path, bytes));
         Ok(full)
     }
 
-    /// The files written through [`OpContext::write_output`] so far, taken
-    /// out (the engine attaches them to the node's outputs).
-    pub fn take_written(&self) -> Vec<WrittenFile> {
-        std::mem::take(&mut *self.written.lock().unwrap_or_else(PoisonError::into_inner))
+    /// What the node did so far besides computing values (files written,
+    /// text shown), taken out: the engine keeps it with the node's outputs.
+    pub fn take_effects(&self) -> Effects {
+        std::mem::take(&mut *self.effects())
+    }
+
+    fn effects(&self) -> std::sync::MutexGuard<'_, Effects> {
+        self.effects.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Lets ops keep fine-grained memos under `root` (a folder of the disk
@@ -183,12 +188,22 @@ impl OpContext {
         (self.sink)(Event::Progress { node: self.node.clone(), step, total, t_ms: self.t_ms() });
     }
 
-    /// Streams a piece of generated text.
+    /// Streams a piece of generated text; it is part of the node's result
+    /// and shown again when the result comes from the cache.
     pub fn token(&self, text: &str) {
+        self.effects().push_stream(text);
         (self.sink)(Event::Token { node: self.node.clone(), text: text.to_string(), t_ms: self.t_ms() });
     }
 
-    /// Shows a message to the user.
+    /// Shows text that is part of the node's result (e.g. `debug.print`'s
+    /// value): shown again when the result comes from the cache.
+    pub fn show(&self, text: &str) {
+        self.effects().shown.push(Shown::Message(text.to_string()));
+        self.message(text);
+    }
+
+    /// Shows a message about the work in progress (not repeated when the
+    /// result comes from the cache).
     pub fn message(&self, text: &str) {
         (self.sink)(Event::Message { node: self.node.clone(), text: text.to_string(), t_ms: self.t_ms() });
     }

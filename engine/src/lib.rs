@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod context;
 pub mod diagnostics;
+pub mod effects;
 pub mod engine;
 pub mod events;
 pub mod files;

@@ -8,7 +8,7 @@ use anyhow::{anyhow, bail, Result};
 use candle_core::Tensor;
 
 use crate::context::OpContext;
-use crate::files::WrittenFile;
+use crate::effects::Effects;
 use crate::types::ValueType;
 use crate::value::Value;
 
@@ -212,12 +212,12 @@ fn type_error(port: &str, want: &str, got: &Value) -> anyhow::Error {
     anyhow!("input `{port}` should be {want}, got {}", got.value_type())
 }
 
-/// The values an op produces, by output port name, and the files it wrote
-/// (see [`OpContext::write_output`]).
+/// The values an op produces, by output port name, and its [`Effects`]
+/// (files written, text shown).
 #[derive(Clone, Debug, Default)]
 pub struct Outputs {
     values: BTreeMap<String, Value>,
-    written: Vec<WrittenFile>,
+    effects: Effects,
 }
 
 impl Outputs {
@@ -258,20 +258,19 @@ impl Outputs {
         self.values.is_empty()
     }
 
-    /// The files the op wrote, in the order it wrote them.
-    pub fn written(&self) -> &[WrittenFile] {
-        &self.written
+    /// What the op did besides computing values (the engine records it).
+    pub fn effects(&self) -> &Effects {
+        &self.effects
     }
 
-    /// Records the files the op wrote (the engine does this after the op ran).
-    pub fn set_written(&mut self, written: Vec<WrittenFile>) {
-        self.written = written;
+    /// Records the op's effects (the engine does this after the op ran).
+    pub fn set_effects(&mut self, effects: Effects) {
+        self.effects = effects;
     }
 
     /// Approximate bytes held (for cache budgets).
     pub fn byte_size(&self) -> usize {
-        let files: usize = self.written.iter().map(|w| w.path.len() + w.blake3.len() + 8).sum();
-        files + self.values.iter().map(|(k, v)| k.len() + v.byte_size()).sum::<usize>()
+        self.effects.byte_size() + self.values.iter().map(|(k, v)| k.len() + v.byte_size()).sum::<usize>()
     }
 
     /// Checks that every declared output is present with an acceptable type.
@@ -308,6 +307,13 @@ pub trait Op: Send + Sync + 'static {
     /// [`Fingerprint::Volatile`]. `graph_dir` resolves relative paths.
     fn fingerprint(&self, _literal_inputs: &Inputs, _graph_dir: &Path) -> Result<Fingerprint> {
         Ok(Fingerprint::Pure)
+    }
+
+    /// True for ops whose result is text the user reads as it is produced
+    /// (an LLM's answer). A cached node of such an op is looked up even when
+    /// nothing that runs needs its value, so that its text is shown again.
+    fn shows_result(&self) -> bool {
+        false
     }
 
     /// Local files and folders whose edits change this node's result (files

@@ -124,6 +124,13 @@ fn sd_tokenizer_from_vocab_and_merges_matches_tokenizer_json() {
     }
     let ids = fast.encode(&long).unwrap();
     assert_eq!((ids[0], ids[76]), (49406, 49407), "truncated to bos + 75 tokens + eos");
+    // What is cut off is said: 40 × 5 tokens, 75 kept.
+    let (cut, tokens) = fast.cut_off(&long).unwrap().expect("the long prompt is cut");
+    assert_eq!(tokens, 200);
+    assert_eq!(cut, "a very long prompt, ".repeat(25), "15 of the 40 phrases fit");
+    assert_eq!(fast.cut_off("a photo of a cat").unwrap(), None);
+    assert_eq!(fast.cut_off(&"word ".repeat(75)).unwrap(), None, "75 tokens fit");
+    assert!(fast.cut_off(&"word ".repeat(76)).unwrap().is_some());
 
     // SD 2.x pads with "!" (id 0), named by special_tokens_map.json.
     std::fs::write(

@@ -103,3 +103,52 @@ pub fn shown(path: &Path) -> String {
         None => path.display().to_string(),
     }
 }
+
+/// Calls `first` on the first Ctrl-C or SIGTERM (a clean stop: the run stops
+/// at the next step boundary, finished results stay cached); a second one
+/// exits at once with 130.
+pub fn on_interrupt(first: impl FnOnce() + Send + 'static) {
+    std::thread::spawn(move || {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        rt.block_on(async {
+            let Ok(mut signals) = Interrupts::new() else { return };
+            if signals.next().await {
+                first();
+            }
+            if signals.next().await {
+                std::process::exit(i32::from(super::EXIT_INTERRUPTED));
+            }
+        });
+    });
+}
+
+/// Ctrl-C and, on Unix, SIGTERM (what `kill`, service managers and
+/// container runtimes send).
+struct Interrupts {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    fn new() -> std::io::Result<Self> {
+        Ok(Interrupts {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
+        })
+    }
+
+    /// Waits for the next interrupt; false if signals cannot be received.
+    async fn next(&mut self) -> bool {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                r = tokio::signal::ctrl_c() => r.is_ok(),
+                r = self.term.recv() => r.is_some(),
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            tokio::signal::ctrl_c().await.is_ok()
+        }
+    }
+}

@@ -6,7 +6,7 @@ use flow_engine::events::NodeStatus;
 use flow_engine::run::RunReport;
 use flow_engine::CancelToken;
 
-use super::common::{engine, load_graph, plan_options, registry, shown};
+use super::common::{engine, load_graph, on_interrupt, plan_options, registry, shown};
 use super::render::{human_sink, json_sink};
 use super::table::{duration, Table};
 use super::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK};
@@ -28,7 +28,11 @@ pub fn run(args: &GraphArgs, no_cache: bool, json: bool) -> u8 {
         Err(code) => return code,
     };
     let cancel = CancelToken::new();
-    watch_ctrl_c(cancel.clone());
+    let stop = cancel.clone();
+    on_interrupt(move || {
+        errln!("\ninterrupted: stopping at the next step (Ctrl-C again to quit now)");
+        stop.cancel();
+    });
     let sink = if json { json_sink() } else { human_sink() };
     let report = engine.run(graph, &options, sink, cancel);
     if !json {
@@ -46,22 +50,6 @@ pub fn exit_code(report: &RunReport) -> u8 {
     } else {
         EXIT_FAILED
     }
-}
-
-/// Cancels `cancel` on the first Ctrl-C; a second Ctrl-C exits at once.
-pub fn watch_ctrl_c(cancel: CancelToken) {
-    std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-        rt.block_on(async {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                errln!("\ninterrupted: stopping at the next step (Ctrl-C again to quit now)");
-                cancel.cancel();
-            }
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(i32::from(EXIT_INTERRUPTED));
-            }
-        });
-    });
 }
 
 /// Prints the per-node table, failures with their causes, and totals.

@@ -17,7 +17,7 @@ use flow_engine::run::{watched_paths, RunReport};
 use flow_engine::watch::{normalize, FileWatcher, WatchSet};
 use flow_engine::{CancelToken, Engine, Event, EventSink};
 
-use super::common::{engine, parse_overrides, plan_options, registry};
+use super::common::{engine, on_interrupt, parse_overrides, plan_options, registry};
 use super::render::{human_sink, json_sink};
 use super::watch_output::Output;
 use super::{EXIT_FAILED, EXIT_INTERRUPTED, EXIT_INVALID};
@@ -54,7 +54,10 @@ pub fn watch(args: &GraphArgs, json: bool, debounce: Duration, max_wait: Duratio
     };
     let out = Output::new(json);
     let (tx, rx) = channel();
-    forward_ctrl_c(tx.clone());
+    let interrupt = tx.clone();
+    on_interrupt(move || {
+        let _ = interrupt.send(Signal::Interrupt);
+    });
     let changes = tx.clone();
     let mut watcher = match FileWatcher::new(debounce, move |paths| {
         let _ = changes.send(Signal::Changed(paths));
@@ -252,21 +255,6 @@ fn wait_for_change(rx: &Receiver<Signal>, own: &OwnWrites) -> Option<Vec<PathBuf
             Ok(Signal::Finished(_)) => {}
         }
     }
-}
-
-/// Turns the first Ctrl-C into a clean shutdown; a second one exits at once.
-fn forward_ctrl_c(tx: Sender<Signal>) {
-    std::thread::spawn(move || {
-        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
-        rt.block_on(async {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                let _ = tx.send(Signal::Interrupt);
-            }
-            if tokio::signal::ctrl_c().await.is_ok() {
-                std::process::exit(i32::from(EXIT_INTERRUPTED));
-            }
-        });
-    });
 }
 
 #[cfg(test)]

@@ -8,11 +8,11 @@
 //!
 //! ```json
 //! {"ports": {"<port>": <tree>, ...},
-//!  "written": [{"path": "out/a.png", "size": 1234, "blake3": "<hex>"}, ...]}
+//!  "effects": {"written": [{"path": "out/a.png", "size": 1234, "blake3": "<hex>"}],
+//!              "shown": [{"message": "..."}, {"stream": "..."}]}}
 //! ```
 //!
-//! (`written`: the files an output node wrote, see
-//! [`crate::files::WrittenFile`]; absent when there are none)
+//! (`effects`: see [`crate::effects::Effects`]; absent when there are none)
 //! where a tree is `null`, a bool, an integer, a string, an array of trees,
 //! `{"float": "<f64 as Rust prints it>"}` (exact, NaN and infinities included),
 //! `{"map": {"<key>": <tree>, ...}}`, `{"tensor": "t0", "kind": "latent"}` or
@@ -53,9 +53,9 @@ pub fn encode(outputs: &Outputs) -> Result<Option<Vec<u8>>, CacheError> {
         ports.insert(port.to_string(), tree);
     }
     let mut structure = json!({ "ports": ports });
-    if !outputs.written().is_empty() {
-        structure["written"] =
-            serde_json::to_value(outputs.written()).map_err(|e| CacheError::Encode(e.to_string()))?;
+    if !outputs.effects().is_empty() {
+        structure["effects"] =
+            serde_json::to_value(outputs.effects()).map_err(|e| CacheError::Encode(e.to_string()))?;
     }
     let structure = structure.to_string();
     let named = encoder
@@ -114,10 +114,10 @@ pub fn decode(bytes: &[u8], registry: &Registry) -> Result<Outputs, DecodeError>
     for (port, tree) in ports {
         outputs.set(port, decoder.value(tree)?);
     }
-    if let Some(written) = structure.get("written") {
-        let written = serde_json::from_value(written.clone())
-            .map_err(|e| malformed(format!("`written` is not a list of files: {e}")))?;
-        outputs.set_written(written);
+    if let Some(effects) = structure.get("effects") {
+        let effects = serde_json::from_value(effects.clone())
+            .map_err(|e| malformed(format!("`effects` cannot be read: {e}")))?;
+        outputs.set_effects(effects);
     }
     Ok(outputs)
 }
@@ -288,6 +288,7 @@ pub(crate) mod tests {
     use std::sync::Arc;
 
     use super::*;
+    use crate::effects::Effects;
     use crate::files::WrittenFile;
     use crate::value::Object;
 
@@ -410,7 +411,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn assert_same_outputs(a: &Outputs, b: &Outputs) {
-        assert_eq!(a.written(), b.written());
+        assert_eq!(a.effects(), b.effects());
         assert_eq!(
             a.iter().map(|(k, _)| k).collect::<Vec<_>>(),
             b.iter().map(|(k, _)| k).collect::<Vec<_>>()
@@ -431,12 +432,15 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn round_trips_the_files_a_node_wrote() {
+    fn round_trips_what_a_node_wrote_and_showed() {
         let mut out = Outputs::single("path", "out/a.png");
-        out.set_written(vec![WrittenFile::of("out/a.png", b"png"), WrittenFile::of("/abs/b.txt", b"")]);
+        let mut effects = Effects::default();
+        effects.written = vec![WrittenFile::of("out/a.png", b"png"), WrittenFile::of("/abs/b.txt", b"")];
+        effects.push_stream("an answer");
+        out.set_effects(effects);
         let back = decode(&encode(&out).unwrap().unwrap(), &registry()).unwrap();
         assert_same_outputs(&out, &back);
-        assert_eq!(back.written().len(), 2);
+        assert_eq!(back.effects().written.len(), 2);
     }
 
     #[test]

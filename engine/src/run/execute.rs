@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 
 use crate::cache::Cache;
 use crate::context::{CancelToken, Interrupted, OpContext, Provenance};
+use crate::effects::Shown;
 use crate::events::{Event, EventSink, NodeStatus};
 use crate::files::WriteGuard;
 use crate::graph::Graph;
@@ -149,6 +150,7 @@ impl Scheduler<'_> {
                     self.state[i] = State::Done;
                     self.values[i] = plan.cached.clone();
                     self.emit(Event::NodeCached { node: node.id.clone(), op: op.clone(), t_ms: self.t_ms() });
+                    self.replay_shown(i);
                     let mut r = NodeReport::new(node, NodeStatus::Cached, crate::engine::decision_text(&plan.decision));
                     r.files = self.announce_files(i);
                     self.reports[i] = Some(r);
@@ -303,13 +305,25 @@ impl Scheduler<'_> {
         }
     }
 
+    /// What a node served from the cache showed when it ran, shown again.
+    fn replay_shown(&self, i: usize) {
+        let node = &self.graph.nodes[i].id;
+        let Some(outputs) = &self.values[i] else { return };
+        for shown in &outputs.effects().shown {
+            self.emit(match shown {
+                Shown::Message(text) => Event::Message { node: node.clone(), text: text.clone(), t_ms: self.t_ms() },
+                Shown::Stream(text) => Event::Token { node: node.clone(), text: text.clone(), t_ms: self.t_ms() },
+            });
+        }
+    }
+
     /// The files node `i`'s value stands for (written now, or by the run
     /// its cached result comes from), each announced by an `output` event.
     fn announce_files(&self, i: usize) -> Vec<PathBuf> {
         let node = &self.graph.nodes[i];
         let Some(outputs) = &self.values[i] else { return Vec::new() };
         let mut files = Vec::new();
-        for w in outputs.written() {
+        for w in &outputs.effects().written {
             let path = w.location(&self.graph.dir);
             self.emit(Event::Output {
                 node: node.id.clone(),
@@ -407,7 +421,7 @@ impl Job {
         let result = catch_unwind(AssertUnwindSafe(|| node.op.run(&self.inputs, &ctx)))
             .unwrap_or_else(|panic| Err(anyhow!("the op panicked: {}", panic_message(&panic))))
             .map(|mut outputs| {
-                outputs.set_written(ctx.take_written());
+                outputs.set_effects(ctx.take_effects());
                 outputs
             });
         let elapsed = t0.elapsed();

@@ -201,6 +201,9 @@ pub fn make_plan(
     for &t in &targets {
         demanded[t] = true;
     }
+    for (i, node) in graph.nodes.iter().enumerate() {
+        demanded[i] |= needed[i] && node.op.shows_result();
+    }
     let mut warnings = Vec::new();
     for &i in graph.order.iter().rev() {
         let Some(plan) = plans[i].as_mut() else { continue };
@@ -232,7 +235,7 @@ pub fn make_plan(
                 };
                 if let Some((tier, out)) = found {
                     // A writer's result stands only while its files hold what it wrote.
-                    match out.written().iter().find_map(|w| w.staleness(&graph.dir)) {
+                    match out.effects().written.iter().find_map(|w| w.staleness(&graph.dir)) {
                         Some(stale) => plan.decision = Decision::Run(stale.to_string()),
                         None => {
                             plan.decision = Decision::Cached(tier);

@@ -33,7 +33,7 @@ impl Op for DebugPrint {
 
     fn run(&self, inputs: &Inputs, ctx: &OpContext) -> Result<Outputs> {
         let value = inputs.get("value").cloned().unwrap_or(Value::Null);
-        ctx.message(&value.to_display_string());
+        ctx.show(&value.to_display_string());
         Ok(Outputs::single("value", value))
     }
 }

@@ -271,6 +271,10 @@ impl Op for Generate {
         &self.spec
     }
 
+    fn shows_result(&self) -> bool {
+        true
+    }
+
     fn run(&self, inputs: &Inputs, ctx: &OpContext) -> Result<Outputs> {
         let options = options(inputs)?;
         let precision = Precision::parse(inputs.text("precision")?)?;

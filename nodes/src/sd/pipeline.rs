@@ -72,6 +72,14 @@ impl TextEncoder {
         Ok(TextEncoder { tokenizer, model })
     }
 
+    /// A warning when `prompt` is longer than the text encoder reads.
+    pub fn cut_off_warning(&self, what: &str, prompt: &str) -> Result<Option<String>> {
+        Ok(self.tokenizer.cut_off(prompt)?.map(|(cut, tokens)| {
+            let fit = self.tokenizer.max_len() - 2;
+            format!("warning: the {what} is {tokens} tokens and CLIP reads {fit}: this end was cut off: \"{cut}\"")
+        }))
+    }
+
     /// The padded token ids of `prompt`, `(1, max_len)` u32.
     pub fn token_ids(&self, prompt: &str) -> Result<Tensor> {
         let ids = self.tokenizer.encode(prompt)?;

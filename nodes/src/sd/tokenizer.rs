@@ -88,6 +88,15 @@ impl ClipTokenizer {
         self.pad_id
     }
 
+    /// The end of `text` that [`ClipTokenizer::encode`] cuts off (only
+    /// `max_len - 2` tokens fit between the start and end tokens), with the
+    /// number of tokens of the whole text; `None` when all of it fits.
+    pub fn cut_off<'t>(&self, text: &'t str) -> Result<Option<(&'t str, usize)>> {
+        let enc = self.tokenizer.encode(text, false).map_err(|e| anyhow!("cannot tokenize prompt: {e}"))?;
+        let fit = self.max_len.saturating_sub(2);
+        Ok(enc.get_offsets().get(fit).map(|&(start, _)| (text.get(start..).unwrap_or(""), enc.len())))
+    }
+
     /// `[bos, tokens (truncated to max_len - 2), eos, pad...]`, exactly
     /// `max_len` ids.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {

@@ -39,8 +39,14 @@ impl Op for EncodePrompt {
 
     fn run(&self, inputs: &Inputs, ctx: &OpContext) -> Result<Outputs> {
         let te = text_encoder(ctx, model_input(inputs, "model")?, compute_dtype(inputs, ctx)?)?;
-        let cond = te.encode(inputs.text("prompt")?)?;
-        let uncond = te.encode(inputs.opt_text("negative")?.unwrap_or(""))?;
+        let (prompt, negative) = (inputs.text("prompt")?, inputs.opt_text("negative")?.unwrap_or(""));
+        for (what, text) in [("prompt", prompt), ("negative prompt", negative)] {
+            if let Some(warning) = te.cut_off_warning(what, text)? {
+                ctx.message(&warning);
+            }
+        }
+        let cond = te.encode(prompt)?;
+        let uncond = te.encode(negative)?;
         Ok(Outputs::single("cond", SdCond { cond, uncond }.into_value()))
     }
 }
