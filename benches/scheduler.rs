@@ -36,7 +36,7 @@ fn fan_out(n: usize) -> String {
 }
 
 fn engine(cache_dir: Option<std::path::PathBuf>) -> Engine {
-    let config = EngineConfig { cache_dir, memory_budget: 1 << 30, cpu_slots: 2, default_device: DeviceChoice::Cpu };
+    let config = EngineConfig { cache_dir, memory_budget: 1 << 30, default_device: DeviceChoice::Cpu, ..Default::default() };
     Engine::new(flow_nodes::registry(), Arc::new(NoModels), config).expect("engine")
 }
 

@@ -38,6 +38,10 @@ pub struct GraphArgs {
     /// Byte budget of the in-memory cache, e.g. 512M or 4G [default: $FLOW_MEMORY_BUDGET, else 4G].
     #[arg(long, value_name = "BYTES")]
     pub memory_budget: Option<String>,
+    /// Byte budget of the disk cache folder, e.g. 20G; least recently used
+    /// entries go first [default: $FLOW_DISK_BUDGET, else 10G].
+    #[arg(long, value_name = "BYTES")]
+    pub disk_budget: Option<String>,
     /// Heavy CPU nodes run at once [default: number of cores, at least 2].
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,

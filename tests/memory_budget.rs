@@ -20,7 +20,7 @@ fn the_memory_tier_never_exceeds_its_budget() {
     let dir = tempfile::tempdir().unwrap();
     let graph = graph::from_bytes("mem.yaml", dir.path(), yaml.as_bytes(), &[], &flow_nodes::registry()).unwrap();
     let budget = 1 << 20;
-    let config = EngineConfig { cache_dir: None, memory_budget: budget, cpu_slots: 2, default_device: DeviceChoice::Cpu };
+    let config = EngineConfig { memory_budget: budget, default_device: DeviceChoice::Cpu, ..Default::default() };
     let engine = Engine::new(flow_nodes::registry(), Arc::new(NoModels), config).unwrap();
     let report = engine.run(Arc::new(graph), &PlanOptions::default(), null_sink(), CancelToken::new());
     assert!(report.ok(), "{report:#?}");

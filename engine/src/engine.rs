@@ -29,10 +29,25 @@ pub struct EngineConfig {
     pub cache_dir: Option<PathBuf>,
     /// Byte budget of the in-memory cache tier.
     pub memory_budget: usize,
+    /// Byte budget of the disk cache folder (entries and memos).
+    pub disk_budget: u64,
     /// Heavy nodes the CPU runs at once.
     pub cpu_slots: usize,
     /// What `device: auto` means.
     pub default_device: DeviceChoice,
+}
+
+impl Default for EngineConfig {
+    /// No disk cache, the default budgets, two CPU slots, `auto` devices.
+    fn default() -> Self {
+        EngineConfig {
+            cache_dir: None,
+            memory_budget: crate::cache::DEFAULT_MEMORY_BUDGET,
+            disk_budget: crate::cache::DEFAULT_DISK_BUDGET,
+            cpu_slots: 2,
+            default_device: DeviceChoice::Auto,
+        }
+    }
 }
 
 /// Runs graphs against one registry, cache and set of devices.
@@ -54,7 +69,8 @@ impl Engine {
         let disk = match &config.cache_dir {
             Some(dir) => Some(
                 DiskTier::open(dir.join("v1"))
-                    .with_context(|| format!("cannot open the cache folder {}", dir.display()))?,
+                    .with_context(|| format!("cannot open the cache folder {}", dir.display()))?
+                    .with_budget(config.disk_budget),
             ),
             None => None,
         };
@@ -146,7 +162,13 @@ impl Engine {
         };
         let mut warnings = plan.warnings.clone();
         let mut report = self.runtime.block_on(execute(Arc::clone(&graph), plan, &exec));
-        for w in self.cache.flush() {
+        let mut flushed = self.cache.flush();
+        if report.count(NodeStatus::Ran) > 0 {
+            if let Some(Err(e)) = self.cache.disk().map(DiskTier::enforce_budget) {
+                flushed.push(format!("cannot keep the disk cache within its budget: {e}"));
+            }
+        }
+        for w in flushed {
             sink(Event::Warning { message: w.clone(), t_ms: t_ms() });
             warnings.push(w);
         }

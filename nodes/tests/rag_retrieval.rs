@@ -259,7 +259,7 @@ nodes:
     .unwrap();
     let resolver = Arc::new(StoreResolver::new(Arc::new(ModelStore::new(models_root())), Arc::new(|_| {})));
     let config =
-        EngineConfig { cache_dir: None, memory_budget: 256 << 20, cpu_slots: 1, default_device: DeviceChoice::Cpu };
+        EngineConfig { memory_budget: 256 << 20, cpu_slots: 1, default_device: DeviceChoice::Cpu, ..Default::default() };
     minilm();
     let engine = Engine::new(registry(memo.path()), resolver, config).unwrap();
 

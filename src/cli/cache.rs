@@ -2,16 +2,20 @@
 
 use std::path::PathBuf;
 
-use flow_engine::cache::DiskTier;
+use flow_engine::cache::{default_disk_budget, DiskTier};
 
 use super::common::cache_dir;
-use super::{EXIT_FAILED, EXIT_OK};
+use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK};
 
 fn open(dir: &Option<PathBuf>) -> Result<(PathBuf, DiskTier), u8> {
     let dir = cache_dir(dir);
-    DiskTier::open(dir.join("v1")).map(|d| (dir.clone(), d)).map_err(|e| {
+    let budget = default_disk_budget().map_err(|e| {
+        errln!("error: {e:#}");
+        EXIT_INVALID
+    })?;
+    DiskTier::open(dir.join("v1")).map(|d| (dir.clone(), d.with_budget(budget))).map_err(|e| {
         errln!("error: cannot open the cache at {}: {e}", dir.display());
-        EXIT_FAILED
+        EXIT_INVALID
     })
 }
 
@@ -24,6 +28,13 @@ pub fn stats(dir: Option<PathBuf>) -> u8 {
             outln!("entries: {}", s.entries);
             outln!("bytes: {} ({})", s.bytes, human_bytes(s.bytes));
             outln!("memo files: {} ({})", s.memo_files, human_bytes(s.memo_bytes));
+            let used = s.bytes + s.memo_bytes;
+            let budget = disk.budget();
+            let share = if budget == 0 { 100.0 } else { used as f64 * 100.0 / budget as f64 };
+            outln!(
+                "budget: {} ({share:.1}% used; least recently used entries go first; --disk-budget or FLOW_DISK_BUDGET)",
+                human_bytes(budget)
+            );
             EXIT_OK
         }
         Err(code) => code,

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use flow_engine::cache::{default_cache_dir, default_memory_budget, parse_bytes};
+use flow_engine::cache::{default_cache_dir, default_disk_budget, default_memory_budget, parse_bytes};
 use flow_engine::graph::{self, DeviceChoice, Graph, Override};
 use flow_engine::models::StoreResolver;
 use flow_engine::run::{default_cpu_slots, PlanOptions};
@@ -59,6 +59,16 @@ pub fn engine(args: &GraphArgs, registry: Registry, quiet: bool) -> Result<Engin
         })?,
         None => default_memory_budget(),
     };
+    let disk_budget = match &args.disk_budget {
+        Some(b) => parse_bytes(b).map(|b| b as u64).map_err(|e| {
+            errln!("error: --disk-budget {b}: {e:#}");
+            super::EXIT_INVALID
+        })?,
+        None => default_disk_budget().map_err(|e| {
+            errln!("error: {e:#}");
+            super::EXIT_INVALID
+        })?,
+    };
     let Some(default_device) = DeviceChoice::parse(&args.device) else {
         errln!("error: --device {}: use cpu, cuda:N or auto", args.device);
         return Err(super::EXIT_INVALID);
@@ -66,6 +76,7 @@ pub fn engine(args: &GraphArgs, registry: Registry, quiet: bool) -> Result<Engin
     let config = EngineConfig {
         cache_dir: Some(cache_dir(&args.cache_dir)),
         memory_budget,
+        disk_budget,
         cpu_slots: args.jobs.unwrap_or_else(default_cpu_slots),
         default_device,
     };

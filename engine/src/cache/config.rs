@@ -47,6 +47,15 @@ pub fn default_memory_budget() -> usize {
         .unwrap_or(DEFAULT_MEMORY_BUDGET)
 }
 
+/// The disk budget: `$FLOW_DISK_BUDGET` read by [`parse_bytes`], else
+/// [`super::DEFAULT_DISK_BUDGET`].
+pub fn default_disk_budget() -> Result<u64> {
+    match env::var("FLOW_DISK_BUDGET") {
+        Ok(v) if !v.is_empty() => parse_bytes(&v).map(|b| b as u64).context("FLOW_DISK_BUDGET"),
+        _ => Ok(super::DEFAULT_DISK_BUDGET),
+    }
+}
+
 /// Reads a byte count: plain bytes (`1048576`) or a number with a binary
 /// unit, case-insensitive: `K`, `M`, `G`, `T`, optionally followed by `B` or
 /// `iB` (`512M`, `4G`, `1.5GiB`, `64kb`).

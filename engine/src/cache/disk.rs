@@ -3,16 +3,22 @@
 //!
 //! Writes go to a temporary file in the entry's folder that is then renamed
 //! over the final name, so a reader sees a whole entry or none. Every read is
-//! verified; an entry that fails verification is deleted and reported.
+//! verified; an entry that fails verification is deleted and reported. The
+//! folder keeps within a byte budget (see [`super::budget`]): a hit
+//! refreshes an entry's modification time, and [`DiskTier::enforce_budget`]
+//! deletes the least recently used files when there are too many bytes.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
 
+use super::budget::{self, CachedFile};
 use super::codec;
 use super::error::CacheError;
 use super::key::CacheKey;
+use crate::files::read_marking_used;
 use crate::op::Outputs;
 use crate::registry::Registry;
 
@@ -25,7 +31,8 @@ const TEMP_EXT: &str = "tmp";
 /// Makes temporary names unique within this process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 
-/// What the disk tier holds (or what [`DiskTier::clear`] removed).
+/// What the disk tier holds (or what [`DiskTier::clear`] or
+/// [`DiskTier::enforce_budget`] removed).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct DiskStats {
     /// Entry files.
@@ -43,15 +50,28 @@ pub struct DiskStats {
 pub struct DiskTier {
     dir: PathBuf,
     objects: PathBuf,
+    budget: u64,
 }
 
 impl DiskTier {
-    /// Opens the cache folder `dir`, creating `dir/objects/` if needed.
+    /// Opens the cache folder `dir`, creating `dir/objects/` if needed, with
+    /// the default budget ([`budget::DEFAULT_DISK_BUDGET`]).
     pub fn open(dir: impl Into<PathBuf>) -> Result<DiskTier, CacheError> {
         let dir = dir.into();
         let objects = dir.join("objects");
         fs::create_dir_all(&objects).map_err(|e| CacheError::io(&objects, e))?;
-        Ok(DiskTier { dir, objects })
+        Ok(DiskTier { dir, objects, budget: budget::DEFAULT_DISK_BUDGET })
+    }
+
+    /// Keeps the folder within `bytes`.
+    pub fn with_budget(mut self, bytes: u64) -> DiskTier {
+        self.budget = bytes;
+        self
+    }
+
+    /// The byte budget.
+    pub fn budget(&self) -> u64 {
+        self.budget
     }
 
     /// The cache folder.
@@ -77,7 +97,7 @@ impl DiskTier {
     /// [`CacheError::Corrupt`].
     pub fn get(&self, key: &CacheKey, registry: &Registry) -> Result<Option<Outputs>, CacheError> {
         let path = self.entry_path(key);
-        let bytes = match fs::read(&path) {
+        let bytes = match read_marking_used(&path) {
             Ok(bytes) => bytes,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(CacheError::io(path, e)),
@@ -92,10 +112,15 @@ impl DiskTier {
 
     /// Writes `outputs` under `key`, atomically replacing any entry there.
     /// Returns false, writing nothing, if the outputs cannot be persisted.
+    /// An entry larger than a quarter of the budget is refused (it would
+    /// push out much else): the result stays in the memory tier only.
     pub fn put(&self, key: &CacheKey, outputs: &Outputs) -> Result<bool, CacheError> {
         let Some(bytes) = codec::encode(outputs)? else {
             return Ok(false);
         };
+        if bytes.len() as u64 > self.budget / 4 {
+            return Err(CacheError::TooLarge { size: bytes.len() as u64, budget: self.budget });
+        }
         let path = self.entry_path(key);
         let folder = path.parent().unwrap_or(&self.objects);
         fs::create_dir_all(folder).map_err(|e| CacheError::io(folder, e))?;
@@ -125,6 +150,36 @@ impl DiskTier {
             stats.memo_bytes += len;
         }
         stats
+    }
+
+    /// Deletes the least recently used entries and memo files while the
+    /// folder holds more than its budget (see [`super::budget`]); returns
+    /// what was removed. Files that vanish meanwhile (another process) are
+    /// skipped.
+    pub fn enforce_budget(&self) -> Result<DiskStats, CacheError> {
+        let mut files: Vec<CachedFile> = Vec::new();
+        let entries = self.files().map_err(|e| CacheError::io(&self.objects, e))?;
+        for (path, len) in entries.into_iter().filter(|(p, _)| has_ext(p, ENTRY_EXT)) {
+            files.push(cached_file(path, len));
+        }
+        let memo = self.memo_dir();
+        files.extend(memo_files(&memo).into_iter().map(|(path, len)| cached_file(path, len)));
+        let mut removed = DiskStats::default();
+        for victim in budget::victims(files, self.budget) {
+            match fs::remove_file(&victim.path) {
+                Ok(()) if victim.path.starts_with(&memo) => {
+                    removed.memo_files += 1;
+                    removed.memo_bytes += victim.len;
+                }
+                Ok(()) => {
+                    removed.entries += 1;
+                    removed.bytes += victim.len;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(CacheError::io(victim.path, e)),
+            }
+        }
+        Ok(removed)
     }
 
     /// The folder of ops' own memos (see `OpContext::memo_dir`).
@@ -200,6 +255,12 @@ fn memo_files(dir: &Path) -> Vec<(PathBuf, u64)> {
         }
     }
     files
+}
+
+/// A file of the folder with its last use (its modification time).
+fn cached_file(path: PathBuf, len: u64) -> CachedFile {
+    let used = fs::metadata(&path).and_then(|m| m.modified()).unwrap_or(SystemTime::UNIX_EPOCH);
+    CachedFile { path, len, used }
 }
 
 /// Creates `path` (which must not exist) with `bytes`. No fsync: the rename

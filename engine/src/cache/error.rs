@@ -47,6 +47,15 @@ pub enum CacheError {
         /// said once).
         error: io::Error,
     },
+    /// The entry is larger than a quarter of the disk budget; it is kept in
+    /// memory only.
+    #[error("{size} bytes, more than a quarter of the disk cache budget of {budget} bytes: kept in memory only (raise it with --disk-budget or FLOW_DISK_BUDGET)")]
+    TooLarge {
+        /// The entry's size.
+        size: u64,
+        /// The disk budget.
+        budget: u64,
+    },
     /// Outputs could not be turned into an entry (e.g. a tensor dtype the
     /// entry format does not hold).
     #[error("cannot encode cache entry: {0}")]

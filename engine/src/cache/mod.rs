@@ -5,6 +5,7 @@
 //! written entries that persist across processes). Keys are built with a
 //! [`KeyHasher`].
 
+mod budget;
 pub mod codec;
 mod config;
 mod disk;
@@ -17,7 +18,8 @@ mod writer;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-pub use config::{default_cache_dir, default_memory_budget, parse_bytes, DEFAULT_MEMORY_BUDGET};
+pub use budget::DEFAULT_DISK_BUDGET;
+pub use config::{default_cache_dir, default_disk_budget, default_memory_budget, parse_bytes, DEFAULT_MEMORY_BUDGET};
 pub use disk::{DiskStats, DiskTier};
 pub use error::{CacheError, DecodeError};
 pub use key::{CacheKey, KeyHasher};

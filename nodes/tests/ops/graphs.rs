@@ -31,12 +31,7 @@ fn copy_graph(name: &str) -> (tempfile::TempDir, PathBuf) {
 }
 
 fn engine() -> Engine {
-    let config = EngineConfig {
-        cache_dir: None,
-        memory_budget: 256 << 20,
-        cpu_slots: 2,
-        default_device: DeviceChoice::Cpu,
-    };
+    let config = EngineConfig { memory_budget: 256 << 20, default_device: DeviceChoice::Cpu, ..Default::default() };
     Engine::new(flow_nodes::registry(), Arc::new(NoModels), config).unwrap()
 }
 

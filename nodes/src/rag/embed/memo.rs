@@ -42,7 +42,7 @@ impl EmbeddingMemo {
     /// The stored embedding of the text hashing to `text_hash`, if a sound
     /// entry is there.
     pub(crate) fn get(&self, text_hash: &blake3::Hash) -> Option<Vec<f32>> {
-        let bytes = fs::read(self.entry(text_hash)).ok()?;
+        let bytes = flow_engine::files::read_marking_used(&self.entry(text_hash)).ok()?;
         let body = MAGIC.len() + 4 * self.dim;
         if bytes.len() != body + HASH_LEN || &bytes[..MAGIC.len()] != MAGIC {
             return None;
