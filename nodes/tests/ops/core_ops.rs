@@ -130,7 +130,7 @@ fn write_text_is_atomic_and_checks_its_file() {
     );
     assert_eq!(entries(&dir.path().join("out/sub")), ["a.txt"]);
     assert!(write.spec().output);
-    let written = ctx.take_written();
+    let written = ctx.take_effects().written;
     assert_eq!(written, [WrittenFile::of("out/sub/a.txt", b"hi")]);
     assert_eq!(written[0].staleness(dir.path()), None);
     fs::remove_file(dir.path().join("out/sub/a.txt")).unwrap();

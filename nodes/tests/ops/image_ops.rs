@@ -166,7 +166,7 @@ fn batches_are_saved_as_numbered_files() {
         [4.0 / 255.0, 5.0 / 255.0, 6.0 / 255.0, 7.0 / 255.0]
     );
 
-    let written = ctx.take_written();
+    let written = ctx.take_effects().written;
     let names: Vec<&str> = written.iter().map(|w| w.path.as_str()).collect();
     assert_eq!(names, ["out/b-0.png", "out/b-1.png"]);
     assert!(written.iter().all(|w| w.staleness(dir.path()).is_none()));

@@ -128,7 +128,7 @@ fn save_then_load_round_trips() {
         Some("out/t.safetensors")
     );
     assert_eq!(entries(&dir.path().join("out")), ["t.safetensors"]);
-    let written = ctx.take_written();
+    let written = ctx.take_effects().written;
     assert_eq!(written.len(), 1);
     assert_eq!(written[0].staleness(dir.path()), None);
 
