@@ -11,6 +11,7 @@ pub mod effects;
 pub mod engine;
 pub mod events;
 pub mod files;
+pub mod finite;
 pub mod graph;
 pub mod models;
 pub mod op;

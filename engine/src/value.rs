@@ -59,6 +59,11 @@ pub trait Object: Send + Sync + fmt::Debug + 'static {
     fn to_plain(&self) -> Option<Value>;
     /// Downcasting support for the ops that consume this object.
     fn as_any(&self) -> &dyn std::any::Any;
+    /// The numeric tensors the object holds (e.g. conditioning), checked for
+    /// NaN and infinities when a node produces the object.
+    fn tensors(&self) -> Vec<&Tensor> {
+        Vec::new()
+    }
 }
 
 impl Value {

@@ -14,6 +14,11 @@ pub(super) fn check_port(
     output_type: &dyn Fn(usize, &str) -> Option<ValueType>,
 ) -> Result<(), String> {
     let want = port.ty;
+    if let Expr::Literal(v) = expr {
+        if let Some(f) = non_finite(v) {
+            return Err(format!("expects a finite number, got `{}` (NaN and infinities are not valid inputs)", show_float(f)));
+        }
+    }
     let (given, what) = match expr {
         Expr::Literal(v) => (literal_type(v), format!("the literal {}", describe_literal(v))),
         Expr::Model { name, .. } => (ValueType::Model, format!("model `{name}`")),
@@ -52,5 +57,26 @@ fn describe_literal(v: &Value) -> String {
     match v {
         Value::Text(_) => format!("text {text:?}"),
         _ => format!("{} `{text}`", v.value_type()),
+    }
+}
+
+/// The first NaN or infinity in a literal (lists and maps included).
+fn non_finite(v: &Value) -> Option<f64> {
+    match v {
+        Value::Float(f) if !f.is_finite() => Some(*f),
+        Value::List(items) => items.iter().find_map(non_finite),
+        Value::Map(entries) => entries.values().find_map(non_finite),
+        _ => None,
+    }
+}
+
+/// A non-finite float as YAML writes it.
+fn show_float(f: f64) -> &'static str {
+    if f.is_nan() {
+        ".nan"
+    } else if f > 0.0 {
+        ".inf"
+    } else {
+        "-.inf"
     }
 }

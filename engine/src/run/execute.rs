@@ -253,7 +253,10 @@ impl Scheduler<'_> {
             Some(Decision::Run(r)) => r.clone(),
             _ => String::new(),
         };
-        let result = done.result.and_then(|out| out.check_against(node.op.spec()).map(|()| out).map_err(|e| format!("{e:#}")));
+        let result = done
+            .result
+            .and_then(|out| out.check_against(node.op.spec()).map(|()| out).map_err(|e| format!("{e:#}")))
+            .and_then(|out| crate::finite::check_outputs(&out, &node.op.spec().name).map(|()| out));
         match result {
             Ok(outputs) => {
                 if node.cache {

@@ -99,6 +99,10 @@ pub fn generate(
     let mut decode_steps = 0;
     let mut finish = FinishReason::MaxTokens;
     while tokens.len() < options.max_tokens {
+        // -inf masks a token; NaN or +inf means the model broke down.
+        if let Some(bad) = logits.iter().find(|l| l.is_nan() || **l == f32::INFINITY) {
+            bail!("the model produced non-finite logits ({bad}) after {} tokens", history.len());
+        }
         let next = sampler.sample(&mut logits, &history);
         if lm.eos_ids().contains(&next) {
             finish = FinishReason::Eos;

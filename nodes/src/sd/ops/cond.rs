@@ -48,6 +48,10 @@ impl Object for SdCond {
         Some(Value::map(m))
     }
 
+    fn tensors(&self) -> Vec<&Tensor> {
+        vec![&self.cond, &self.uncond]
+    }
+
     fn as_any(&self) -> &dyn std::any::Any {
         self
     }
