@@ -91,3 +91,15 @@ fn a_cycle_is_reported_beside_other_errors() {
     assert!(err.contains("has no input `sepp`"), "{err}");
     assert!(err.contains("3 errors"), "{err}");
 }
+
+#[test]
+fn a_huge_image_fails_its_node_instead_of_aborting() {
+    let sb = Sandbox::new();
+    let graph = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("graphs/txt2img.yaml")).unwrap();
+    sb.write("g.yaml", &graph);
+    let (code, events) = sb.run_json("g.yaml", &["--set", "width=100000", "--set", "height=100000"]);
+    assert_eq!(code, 1, "{events:#?}");
+    let error = event_for(&events, "node_failed", "noise")["error"].as_str().unwrap().to_string();
+    assert!(error.contains("100000x100000 pixels, over the limit"), "{error}");
+    event_for(&events, "node_skipped", "save");
+}

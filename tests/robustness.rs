@@ -143,3 +143,41 @@ fn nasty_inputs_are_errors_not_crashes() {
         check(&bytes, &reg);
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 32, .. ProptestConfig::default() })]
+
+    /// Graph files of any size, sparse ones up to a terabyte included, are
+    /// refused by their size before they are read (a read would take the
+    /// memory of the whole file), with an error naming the limit.
+    #[test]
+    fn graph_files_of_any_size_are_checked_before_reading(len in prop_oneof![0u64..4096, (16u64 << 20) + 1..(1u64 << 40)]) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.yaml");
+        std::fs::File::create(&path).unwrap().set_len(len).unwrap();
+        match graph::load(&path, &[], &registry()) {
+            Ok(_) => prop_assert!(false, "an empty or zero-filled file is not a graph"),
+            Err(diags) => {
+                let text = diags.render();
+                prop_assert!(len <= 16 << 20 || text.contains("the limit is"), "{text}");
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+#[test]
+fn graph_files_that_are_not_regular_files_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.yaml");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().is_ok_and(|s| s.success());
+    let mut paths = vec![Path::new("/dev/zero").to_path_buf(), dir.path().to_path_buf()];
+    if made {
+        paths.push(fifo);
+    }
+    for path in paths {
+        let Err(diags) = graph::load(&path, &[], &registry()) else { panic!("{} is not a graph file", path.display()) };
+        let text = diags.render();
+        assert!(text.contains("not a regular file") || text.contains("is a folder"), "{text}");
+    }
+}

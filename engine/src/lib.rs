@@ -13,6 +13,7 @@ pub mod events;
 pub mod files;
 pub mod finite;
 pub mod graph;
+pub mod limits;
 pub mod models;
 pub mod op;
 pub mod registry;

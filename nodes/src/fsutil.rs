@@ -14,9 +14,14 @@ pub(crate) fn resolve(graph_dir: &Path, path: &str) -> PathBuf {
     flow_engine::files::resolve(graph_dir, Path::new(path))
 }
 
-/// Reads a whole file; the error names the file and the cause.
-pub(crate) fn read(path: &Path) -> Result<Vec<u8>> {
-    fs::read(path).map_err(|e| anyhow!("cannot read `{}`: {e}", path.display()))
+/// Text files (`file.read_text`, each document of `docs.load`) are at most
+/// this large: 64 MiB.
+pub(crate) const MAX_TEXT_BYTES: u64 = 64 << 20;
+
+/// Reads a whole regular file of at most `limit` bytes (`what` names it in
+/// errors); the error names the file and the cause.
+pub(crate) fn read(path: &Path, limit: u64, what: &str) -> Result<Vec<u8>> {
+    flow_engine::files::read_bounded(path, limit, what).map_err(|e| anyhow!("cannot read `{}`: {e}", path.display()))
 }
 
 /// The fingerprint of an op whose result depends on the content of the file

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use flow_engine::cache::{default_disk_budget, DiskTier};
+pub use flow_engine::limits::human_bytes;
 
 use super::common::cache_dir;
 use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK};
@@ -62,21 +63,5 @@ pub fn clear(dir: Option<PathBuf>) -> u8 {
             }
         },
         Err(code) => code,
-    }
-}
-
-/// Bytes with a binary unit.
-pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
     }
 }

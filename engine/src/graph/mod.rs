@@ -130,7 +130,8 @@ impl Graph {
 /// overrides. Every error of the file is returned at once.
 pub fn load(path: &Path, overrides: &[Override], registry: &Registry) -> Result<Graph, Box<Diagnostics>> {
     let file = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|e| {
+    let limit = crate::source::document::MAX_FILE_BYTES as u64;
+    let bytes = crate::files::read_bounded(path, limit, "graph file").map_err(|e| {
         let mut d = Diagnostics::new(file.clone(), String::new());
         d.push(Diagnostic::general(format!("cannot read the graph file: {e}")));
         Box::new(d)

@@ -39,13 +39,20 @@ impl Compiled {
     pub(crate) fn is_current(&self, main_hash: &blake3::Hash) -> bool {
         let mut files = self.files.iter();
         files.next().is_some_and(|(_, h)| h == main_hash)
-            && files.all(|(path, h)| std::fs::read(path).is_ok_and(|b| blake3::hash(&b) == *h))
+            && files.all(|(path, h)| read_script(path).is_ok_and(|b| blake3::hash(&b) == *h))
     }
+}
+
+/// Scripts and modules are at most this large (like graph files).
+pub const MAX_SCRIPT_BYTES: u64 = 16 << 20;
+
+fn read_script(file: &Path) -> std::io::Result<Vec<u8>> {
+    crate::files::read_bounded(file, MAX_SCRIPT_BYTES, "script")
 }
 
 /// The source text of `file` and its hash.
 pub(crate) fn read(file: &Path, shown: &Shown) -> Result<(String, blake3::Hash), String> {
-    let bytes = std::fs::read(file).map_err(|e| format!("cannot read `{}`: {e}", shown.path(file)))?;
+    let bytes = read_script(file).map_err(|e| format!("cannot read `{}`: {e}", shown.path(file)))?;
     let hash = blake3::hash(&bytes);
     let text = String::from_utf8(bytes)
         .map_err(|e| format!("`{}` is not UTF-8 text (invalid byte at offset {})", shown.path(file), e.utf8_error().valid_up_to()))?;

@@ -44,7 +44,7 @@ impl Op for ReadText {
 
     fn run(&self, inputs: &Inputs, ctx: &OpContext) -> Result<Outputs> {
         let path = inputs.path("path", ctx)?;
-        let bytes = fsutil::read(&path)?;
+        let bytes = fsutil::read(&path, fsutil::MAX_TEXT_BYTES, "text file")?;
         let text = String::from_utf8(bytes).map_err(|e| {
             anyhow!(
                 "`{}` is not UTF-8 text: invalid byte at offset {}",

@@ -70,6 +70,7 @@ impl Planes {
 /// A zeroed buffer of `len` values, or an error instead of an abort when
 /// memory runs out.
 pub(crate) fn alloc(len: usize, what: &str) -> Result<Vec<f32>> {
+    flow_engine::limits::check_memory(len as u64 * 4, what)?;
     let mut data = Vec::new();
     data.try_reserve_exact(len)
         .map_err(|_| anyhow!("{what} needs {len} values, more memory than is available"))?;

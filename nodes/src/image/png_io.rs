@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+use flow_engine::limits::{check_image_size, check_memory};
 use anyhow::{anyhow, Result};
 use flow_engine::{
     Cost, Fingerprint, Inputs, Op, OpContext, OpSpec, Outputs, PortSpec, Value, ValueType,
@@ -40,6 +41,10 @@ impl Load {
     }
 }
 
+/// PNG files are at most this large (a 64-megapixel RGBA picture with 16-bit
+/// samples stored uncompressed is 512 MiB; real files are far smaller).
+const MAX_PNG_BYTES: u64 = 1 << 30;
+
 impl Op for Load {
     fn spec(&self) -> &OpSpec {
         &self.spec
@@ -47,9 +52,15 @@ impl Op for Load {
 
     fn run(&self, inputs: &Inputs, ctx: &OpContext) -> Result<Outputs> {
         let path = inputs.path("path", ctx)?;
-        let bytes = fsutil::read(&path)?;
-        let img = image::load_from_memory_with_format(&bytes, ImageFormat::Png)
-            .map_err(|e| anyhow!("cannot decode `{}` as PNG: {e}", path.display()))?;
+        let bytes = fsutil::read(&path, MAX_PNG_BYTES, "PNG file")?;
+        let not_png = |e: image::ImageError| anyhow!("cannot decode `{}` as PNG: {e}", path.display());
+        // The header says how large the picture is: checked before decoding.
+        let reader = || image::ImageReader::with_format(std::io::Cursor::new(&bytes), ImageFormat::Png);
+        let (w, h) = reader().into_dimensions().map_err(not_png)?;
+        check_image_size(u64::from(w), u64::from(h), &format!("`{}`", path.display()))?;
+        // Decoded as 8-bit or 16-bit samples, then as f32 planes.
+        check_memory(u64::from(w) * u64::from(h) * 4 * (8 + 16), &format!("decoding `{}`", path.display()))?;
+        let img = reader().decode().map_err(not_png)?;
         let (w, h) = (img.width() as usize, img.height() as usize);
         let color = img.color();
         let (c, interleaved) = if color.has_alpha() {

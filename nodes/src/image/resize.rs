@@ -67,6 +67,7 @@ impl Op for Resize {
             inputs.opt_float("scale")?,
         )?;
 
+        flow_engine::limits::check_image_size(out_w as u64, out_h as u64, "the resized image")?;
         let count = planes.n * planes.c;
         let out_plane = out_w
             .checked_mul(out_h)

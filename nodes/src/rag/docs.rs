@@ -60,7 +60,7 @@ impl Op for DocsLoad {
         let mut docs = Vec::with_capacity(files.len());
         for (i, (file, path)) in files.into_iter().enumerate() {
             ctx.check_cancelled()?;
-            let text = String::from_utf8(fsutil::read(&file)?).map_err(|e| {
+            let text = String::from_utf8(fsutil::read(&file, fsutil::MAX_TEXT_BYTES, "document")?).map_err(|e| {
                 anyhow!(
                     "`{}` is not UTF-8 text: invalid byte at offset {}",
                     file.display(),

@@ -47,6 +47,10 @@ impl Op for Add {
                 b.dtype()
             );
         }
+        if let Ok(shape) = a.shape().broadcast_shape_binary_op(b.shape(), "add") {
+            let bytes = (shape.elem_count() as u64).saturating_mul(a.dtype().size_in_bytes() as u64);
+            flow_engine::limits::check_memory(bytes, &format!("the sum of shape {:?}", shape.dims()))?;
+        }
         let sum = a.broadcast_add(&b).map_err(|e| {
             anyhow!(
                 "cannot add tensors of shapes {:?} (`a`) and {:?} (`b`): {e}",

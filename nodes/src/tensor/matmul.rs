@@ -72,6 +72,10 @@ impl Op for MatMul {
                 b.dims()
             );
         }
+        let lead = |t: &candle_core::Tensor| t.dims()[..t.rank() - 2].iter().product::<usize>() as u64;
+        let (m, n) = (a.dims()[a.rank() - 2] as u64, b.dims()[b.rank() - 1] as u64);
+        let elements = lead(&a).max(lead(&b)).saturating_mul(m).saturating_mul(n);
+        flow_engine::limits::check_memory(elements.saturating_mul(a.dtype().size_in_bytes() as u64), "the product")?;
         let product = a.broadcast_matmul(&b).map_err(|e| {
             anyhow!(
                 "cannot multiply shapes {:?} (`a`) and {:?} (`b`): {e}",

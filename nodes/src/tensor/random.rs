@@ -62,6 +62,7 @@ impl Op for Random {
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d))
             .ok_or_else(|| anyhow!("shape {shape:?} has too many elements"))?;
+        flow_engine::limits::check_memory(count as u64 * 4, &format!("a tensor of shape {shape:?}"))?;
         let mut data: Vec<f32> = Vec::new();
         data.try_reserve_exact(count).map_err(|_| {
             anyhow!("shape {shape:?} needs {count} values, more memory than is available")

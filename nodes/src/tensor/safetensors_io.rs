@@ -55,7 +55,10 @@ impl Op for Load {
 
     fn run(&self, inputs: &Inputs, ctx: &OpContext) -> Result<Outputs> {
         let path = inputs.path("path", ctx)?;
-        let bytes = fsutil::read(&path)?;
+        // The file is read whole, then its tensor copied out: twice its size.
+        let len = std::fs::metadata(&path).map_or(0, |m| m.len());
+        flow_engine::limits::check_memory(len.saturating_mul(2), &format!("loading `{}`", path.display()))?;
+        let bytes = fsutil::read(&path, u64::MAX, "safetensors file")?;
         let file = SliceSafetensors::new(&bytes)
             .map_err(|e| anyhow!("`{}` is not a valid safetensors file: {e}", path.display()))?;
         let mut names: Vec<String> = file.tensors().into_iter().map(|(name, _)| name).collect();

@@ -82,6 +82,18 @@ fn non_negative(inputs: &Inputs, port: &str) -> Result<Option<usize>> {
         .transpose()
 }
 
+/// Checks, before anything is allocated, that the upscaled image is within
+/// the pixel limit and that it and one tile's activations (64 float32
+/// features at the output resolution, a few alive at once) fit in memory.
+fn check_upscale_memory(dims: &[usize], scale: usize, tile: usize, pad: usize) -> Result<()> {
+    let (n, c, h, w) = (dims[0] as u64, dims[1] as u64, dims[2] as u64, dims[3] as u64);
+    let s = scale as u64;
+    flow_engine::limits::check_image_size(w * s, h * s, "the upscaled image")?;
+    let tile_pixels = if tile == 0 { h * w } else { (((tile + 2 * pad) as u64).pow(2)).min(h * w) };
+    let bytes = n * c * h * w * s * s * 4 + tile_pixels * s * s * 64 * 4 * 4;
+    flow_engine::limits::check_memory(bytes, &format!("upscaling a {w}x{h} image {scale}x"))
+}
+
 impl Op for UpscaleOp {
     fn spec(&self) -> &OpSpec {
         &self.spec
@@ -111,6 +123,7 @@ impl Op for UpscaleOp {
                     .with_context(|| format!("model `{}`", model.reference))
             })?;
         let pad = non_negative(inputs, "tile_pad")?.unwrap_or_else(|| net.default_tile_pad());
+        check_upscale_memory(image.dims(), net.scale(), tile, pad)?;
         let image = image.to_device(device)?;
         let out = net.upscale(&image, TileOptions { tile, pad }, |done, total| {
             ctx.progress(done as u64, total as u64);

@@ -2,10 +2,10 @@
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Tensor};
+use flow_engine::limits::{check_image_size, check_memory};
 use flow_engine::{Cost, Inputs, Op, OpContext, OpSpec, Outputs, PortSpec, Value, ValueType};
 
-use super::model_input;
-use crate::sd::config::{read_json, VaeConfig};
+use super::{model_input, vae_config};
 
 pub(super) struct EmptyLatent {
     spec: OpSpec,
@@ -44,8 +44,7 @@ impl Op for EmptyLatent {
     fn run(&self, inputs: &Inputs, ctx: &OpContext) -> Result<Outputs> {
         let (channels, f) = match inputs.get("model") {
             Some(_) => {
-                let model = model_input(inputs, "model")?;
-                let cfg: VaeConfig = read_json(&model.dir().join("vae").join("config.json"))?;
+                let cfg = vae_config(model_input(inputs, "model")?)?;
                 (cfg.latent_channels, cfg.scale_factor())
             }
             None => (4, 8),
@@ -59,7 +58,9 @@ impl Op for EmptyLatent {
         if !(1..=4096).contains(&batch) {
             bail!("input `batch` is {batch}; it must be between 1 and 4096");
         }
+        check_image_size(width as u64, height as u64, "the image of this latent")?;
         let shape = (batch as usize, channels, height as usize / f, width as usize / f);
+        check_memory((batch as u64) * (channels * (height as usize / f) * (width as usize / f)) as u64 * 4, "the latent")?;
         let latent = Tensor::zeros(shape, DType::F32, ctx.device())?;
         Ok(Outputs::single("latent", Value::tensor(ValueType::Latent, latent)))
     }
@@ -106,9 +107,9 @@ impl Op for LatentUpscale {
         }
         let size = |s: usize| ((s as f64 * scale).round() as usize).max(1);
         let (th, tw) = (size(h), size(w));
-        if th * tw > 1 << 24 {
-            bail!("latent.upscale: {th}x{tw} is too large");
-        }
+        // The SD convention: an image is 8 times its latent.
+        check_image_size(tw as u64 * 8, th as u64 * 8, "the image of the upscaled latent")?;
+        check_memory(latent.elem_count() as u64 / (h * w) as u64 * (th * tw) as u64 * 4, "the upscaled latent")?;
         let out = match inputs.opt_text("method")?.unwrap_or("nearest") {
             "nearest" => latent.upsample_nearest2d(th, tw)?,
             "bilinear" => latent.upsample_bilinear2d(th, tw, false)?,

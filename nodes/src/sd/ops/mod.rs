@@ -12,6 +12,7 @@
 mod cond;
 mod encode_prompt;
 mod latent;
+mod memory;
 mod sample;
 mod vae;
 
@@ -25,6 +26,7 @@ use flow_engine::{Inputs, OpContext, PortSpec, Registry, ValueType};
 
 pub use cond::SdCond;
 
+use super::config::{read_json, VaeConfig};
 use super::pipeline::{load_unet, load_vae, weight_files, TextEncoder};
 use super::unet::UNet2DConditionModel;
 use super::vae::AutoencoderKl;
@@ -96,6 +98,11 @@ pub fn unet(ctx: &OpContext, model: &ResolvedModel, dtype: DType) -> Result<Arc<
     let key = model.pool_key(ctx.device(), &format!("sd-unet-{}", dtype.as_str()));
     let bytes = resident_bytes(&dir.join("unet"), "diffusion_pytorch_model", dtype);
     ctx.models().get_or_load(&key, bytes, || load_unet(dir, ctx.device(), dtype))
+}
+
+/// The VAE configuration of an SD model (cheap: no weights are loaded).
+fn vae_config(model: &ResolvedModel) -> Result<VaeConfig> {
+    read_json(&model.dir().join("vae").join("config.json"))
 }
 
 /// The VAE of an SD model, from the pool.

@@ -5,7 +5,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Tensor};
 use flow_engine::{Cost, Inputs, Op, OpContext, OpSpec, Outputs, PortSpec, Value, ValueType};
 
-use super::{compute_dtype, model_input, precision_port, unet, SdCond};
+use super::{compute_dtype, model_input, precision_port, unet, vae_config, SdCond};
 use crate::sd::guided_eps;
 use crate::sd::scheduler::{self, img2img_start, SamplerOptions, SchedulerConfig};
 use crate::tensor::rng::SplitMix64;
@@ -102,6 +102,10 @@ impl Op for Sample {
             (start, sched.add_noise(&latent, &noise, start)?)
         };
         let unet = unet(ctx, model, compute_dtype(inputs, ctx)?)?;
+        if shape.len() != 4 {
+            bail!("input `latent` should be [N, C, h, w], got {shape:?}");
+        }
+        super::memory::check_unet(unet.config(), &shape, vae_config(model)?.scale_factor())?;
         let device = ctx.device().clone();
         let mut step_noise = |shape: &[usize]| seeded_noise(&mut rng, shape, &device);
         let total = sched.timesteps().len();

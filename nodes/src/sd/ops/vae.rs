@@ -45,6 +45,9 @@ impl Op for VaeDecode {
         if latent.rank() != 4 || latent.dim(1)? != channels {
             bail!("input `latent` should be [N, {channels}, h, w], got {:?}", latent.dims());
         }
+        let (n, _, h, w) = latent.dims4()?;
+        let f = vae.scale_factor();
+        super::memory::check_vae(vae.config(), n, w * f, h * f, "the decoded image")?;
         let image = vae.latent_to_image(&latent)?;
         Ok(Outputs::single("image", Value::tensor(ValueType::Image, image)))
     }
@@ -94,6 +97,7 @@ impl Op for VaeEncode {
                 "input `image` should be [N, {in_ch}, H, W] with H and W multiples of {f} (resize it first), got {dims:?}"
             );
         }
+        super::memory::check_vae(vae.config(), dims[0], dims[3], dims[2], "the image to encode")?;
         let dist = vae.image_to_latent(&image)?;
         let latent = match (inputs.opt_tensor("noise")?, inputs.opt_int("seed")?) {
             (Some(eps), _) => {
