@@ -99,13 +99,16 @@ pub fn stdout(out: &Output) -> String {
 }
 
 /// A graph that takes a while: a `size`×`size` random matrix multiplied
-/// `len` times (nodes `m0` … `m{len}`, the seed a param `seed`), saved to `path`.
+/// `len` times by itself scaled by 1/sqrt(size), so that the values stay
+/// finite (nodes `m0` … `m{len}`, the seed a param `seed`), saved to `path`.
 pub fn matmul_chain(size: usize, len: usize, path: &str) -> String {
     let mut yaml = format!(
-        "flow: 1\nparams: {{ seed: 1 }}\nnodes:\n  m0: {{ op: tensor.random, in: {{ shape: [{size}, {size}], seed: $seed }} }}\n"
+        "flow: 1\nparams: {{ seed: 1 }}\nnodes:\n  m0: {{ op: tensor.random, in: {{ shape: [{size}, {size}], seed: $seed }} }}\n  \
+         w: {{ op: tensor.scale, in: {{ tensor: $m0, factor: {} }} }}\n",
+        1.0 / (size as f64).sqrt()
     );
     for i in 1..=len {
-        yaml.push_str(&format!("  m{i}: {{ op: tensor.matmul, in: {{ a: $m{}, b: $m0 }} }}\n", i - 1));
+        yaml.push_str(&format!("  m{i}: {{ op: tensor.matmul, in: {{ a: $m{}, b: $w }} }}\n", i - 1));
     }
     yaml.push_str(&format!("  save: {{ op: tensor.save, in: {{ tensor: $m{len}, path: {path} }} }}\n"));
     yaml

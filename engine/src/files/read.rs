@@ -26,7 +26,7 @@ pub fn read_bounded(path: &Path, limit: u64, what: &str) -> io::Result<Vec<u8>> 
         return Err(too_big(meta.len()));
     }
     let mut bytes = Vec::with_capacity(meta.len() as usize);
-    File::open(path)?.take(limit + 1).read_to_end(&mut bytes)?;
+    File::open(path)?.take(limit.saturating_add(1)).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > limit {
         return Err(too_big(bytes.len() as u64));
     }

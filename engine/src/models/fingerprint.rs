@@ -7,14 +7,19 @@
 //!   `flow-model-dir-v1` prefix. The folder's own name is not part of it, so a
 //!   moved or renamed model keeps its fingerprint; files whose names start with
 //!   `.flow-` (the store's markers) are left out.
-//! * Catalog models: blake3 over the pinned sha256 of each file (see
-//!   [`pinned_fingerprint`]), so nothing is re-read.
+//! * Catalog models are folders like any other: their fingerprint comes from
+//!   the bytes on disk, so a changed file changes every key that uses it.
+//!   Each pinned file is also checked against its pinned sha256 whenever it
+//!   is hashed (a memo miss); a mismatch is a [`PinMismatch`] error, never a
+//!   silently different model.
 //!
 //! The memo is keyed by (canonical absolute path, size, mtime in ns). A file
 //! modified less than [`RACY_WINDOW`] before it is hashed is hashed but not
-//! memoised (a same-size rewrite within one mtime tick could otherwise go unseen).
+//! memoised (a same-size rewrite within one mtime tick could otherwise go
+//! unseen). An entry made without a sha256 check does not satisfy a check:
+//! the file is read again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::{self, File};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -24,6 +29,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
+
+use sha2::{Digest, Sha256};
 
 use super::fsutil::{hex, list_files};
 use crate::files::write_atomic;
@@ -51,6 +58,21 @@ struct MemoEntry {
     size: u64,
     mtime_ns: u64,
     blake3: String,
+    /// Present when the file was also checked against a pinned sha256.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sha256: Option<String>,
+}
+
+/// A pinned file whose bytes no longer match its pinned sha256.
+#[derive(Debug, thiserror::Error)]
+#[error("`{}` no longer matches its pinned sha256 (expected {expected}, found {found}): the file changed since it was installed", file.display())]
+pub struct PinMismatch {
+    /// The file.
+    pub file: PathBuf,
+    /// The pinned sha256.
+    pub expected: String,
+    /// The sha256 of what is on disk.
+    pub found: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -75,6 +97,18 @@ impl Fingerprinter {
     /// The fingerprint of a file or folder (see the module docs). `on_bytes`
     /// gets (bytes hashed so far, bytes to hash) while files are read.
     pub fn fingerprint(&self, path: &Path, on_bytes: &mut dyn FnMut(u64, u64)) -> Result<String> {
+        self.fingerprint_pinned(path, &BTreeMap::new(), on_bytes)
+    }
+
+    /// Like [`Fingerprinter::fingerprint`], and the files of a folder named
+    /// in `pins` (relative path, `/` separators, to sha256 hex) must match
+    /// their pins: a [`PinMismatch`] error otherwise.
+    pub fn fingerprint_pinned(
+        &self,
+        path: &Path,
+        pins: &BTreeMap<String, String>,
+        on_bytes: &mut dyn FnMut(u64, u64),
+    ) -> Result<String> {
         let meta = fs::metadata(path).with_context(|| format!("cannot read model `{}`", path.display()))?;
         let result = if meta.is_dir() {
             let files = list_files(path).with_context(|| format!("cannot list model folder `{}`", path.display()))?;
@@ -86,21 +120,24 @@ impl Fingerprinter {
             let mut items = Vec::with_capacity(files.len());
             for (rel, p) in &files {
                 let base = done;
-                let h = self.file_hash(p, &mut |n| on_bytes(base + n, total))?;
+                let pin = pins.get(rel).map(String::as_str);
+                let h = self.file_hash(p, pin, &mut |n| on_bytes(base + n, total))?;
                 done += fs::metadata(p).map(|m| m.len()).unwrap_or(0);
                 items.push((rel.clone(), h));
             }
             Ok(combine("flow-model-dir-v1", items.iter().map(|(r, h)| (r.as_str(), h.as_str()))))
         } else {
             let total = meta.len();
-            self.file_hash(path, &mut |n| on_bytes(n, total))
+            self.file_hash(path, None, &mut |n| on_bytes(n, total))
         };
         self.save();
         result
     }
 
-    /// blake3 hex of one file's content, from the memo when size and mtime match.
-    fn file_hash(&self, path: &Path, on_bytes: &mut dyn FnMut(u64)) -> Result<String> {
+    /// blake3 hex of one file's content, from the memo when size and mtime
+    /// match (and, with a `pin`, when the memo says it matched that pin);
+    /// else the file is read, and with a `pin` its sha256 checked.
+    fn file_hash(&self, path: &Path, pin: Option<&str>, on_bytes: &mut dyn FnMut(u64)) -> Result<String> {
         let canon = fs::canonicalize(path).with_context(|| format!("cannot read `{}`", path.display()))?;
         let meta = fs::metadata(&canon).with_context(|| format!("cannot read `{}`", canon.display()))?;
         let mtime = meta.modified().ok();
@@ -113,7 +150,8 @@ impl Fingerprinter {
             let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
             self.load(&mut memo);
             if let Some(e) = memo.entries.get(&key) {
-                if e.size == meta.len() && e.mtime_ns == mtime_ns && mtime.is_some() {
+                let pin_ok = pin.is_none_or(|p| e.sha256.as_deref() == Some(p));
+                if e.size == meta.len() && e.mtime_ns == mtime_ns && mtime.is_some() && pin_ok {
                     return Ok(e.blake3.clone());
                 }
             }
@@ -121,6 +159,7 @@ impl Fingerprinter {
         let started = SystemTime::now();
         let mut f = File::open(&canon).with_context(|| format!("cannot open `{}`", canon.display()))?;
         let mut hasher = blake3::Hasher::new();
+        let mut sha = pin.map(|_| Sha256::new());
         let mut buf = vec![0u8; 1 << 20];
         let mut done = 0u64;
         loop {
@@ -131,18 +170,27 @@ impl Fingerprinter {
                 Err(e) => return Err(e).with_context(|| format!("cannot read `{}`", canon.display())),
             };
             hasher.update(&buf[..n]);
+            if let Some(sha) = &mut sha {
+                sha.update(&buf[..n]);
+            }
             done += n as u64;
             on_bytes(done);
         }
         self.hashed.fetch_add(1, Ordering::Relaxed);
         let hash = hasher.finalize().to_hex().to_string();
+        let sha256 = sha.map(|s| hex(&s.finalize()));
+        if let (Some(expected), Some(found)) = (pin, &sha256) {
+            if expected != found {
+                return Err(PinMismatch { file: canon, expected: expected.to_string(), found: found.clone() }.into());
+            }
+        }
         let racy = match mtime {
             Some(t) => started.duration_since(t).map(|d| d < RACY_WINDOW).unwrap_or(true),
             None => true,
         };
         if !racy && done == meta.len() {
             let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
-            memo.entries.insert(key, MemoEntry { size: meta.len(), mtime_ns, blake3: hash.clone() });
+            memo.entries.insert(key, MemoEntry { size: meta.len(), mtime_ns, blake3: hash.clone(), sha256 });
             memo.dirty = true;
         }
         Ok(hash)
@@ -182,17 +230,8 @@ impl Fingerprinter {
     }
 }
 
-/// The fingerprint of a set of files known by their pinned sha256 (catalog
-/// entries): blake3 over `flow-model-pinned-v1` and each `name NUL sha256`
-/// in sorted name order. No file is read.
-pub fn pinned_fingerprint<'a>(files: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
-    let mut items: Vec<(&str, &str)> = files.into_iter().collect();
-    items.sort();
-    combine("flow-model-pinned-v1", items)
-}
-
 /// blake3 over a domain tag and (name, hash) pairs, in the order given.
-pub(crate) fn combine<'a>(domain: &str, items: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+fn combine<'a>(domain: &str, items: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     let mut h = blake3::Hasher::new();
     h.update(domain.as_bytes());
     h.update(&[0]);
@@ -279,11 +318,28 @@ mod tests {
     }
 
     #[test]
-    fn pinned_fingerprint_ignores_order() {
-        let a = pinned_fingerprint([("a", "1"), ("b", "2")]);
-        let b = pinned_fingerprint([("b", "2"), ("a", "1")]);
-        assert_eq!(a, b);
-        assert_ne!(a, pinned_fingerprint([("a", "1"), ("b", "3")]));
+    fn pinned_files_are_checked_when_hashed_and_then_memoised() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = dir.path().join("model");
+        write_old(&model.join("w.bin"), b"weights");
+        let good = BTreeMap::from([("w.bin".to_string(), hex(&Sha256::digest(b"weights")))]);
+        let fp = Fingerprinter::new(None);
+        let plain = fp.fingerprint(&model, &mut |_, _| {}).unwrap();
+        // A memo entry made without a check does not satisfy a pin.
+        let pinned = fp.fingerprint_pinned(&model, &good, &mut |_, _| {}).unwrap();
+        assert_eq!(pinned, plain, "a catalog folder's fingerprint is its content's");
+        assert_eq!(fp.files_hashed(), 2);
+        fp.fingerprint_pinned(&model, &good, &mut |_, _| {}).unwrap();
+        assert_eq!(fp.files_hashed(), 2, "a checked entry is memoised");
+
+        // Two bytes flipped, same size: a new mtime, a new hash, and the pin fails.
+        write_old(&model.join("w.bin"), b"wieghts");
+        let err = fp.fingerprint_pinned(&model, &good, &mut |_, _| {}).unwrap_err();
+        let mismatch = err.downcast_ref::<PinMismatch>().expect("a pin mismatch");
+        assert!(mismatch.file.ends_with("w.bin"));
+        assert!(format!("{err:#}").contains("no longer matches its pinned sha256"));
+        // Unpinned, the changed file just changes the fingerprint.
+        assert_ne!(fp.fingerprint(&model, &mut |_, _| {}).unwrap(), plain);
     }
 
     #[test]

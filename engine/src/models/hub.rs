@@ -19,8 +19,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 
-use super::fingerprint::combine;
-use super::fsutil::list_files;
 use super::{ModelPhase, ModelProgress};
 
 /// The hub cache folder from the environment (see the module docs).
@@ -72,33 +70,6 @@ pub fn find_cached(cache: &Path, repo: &str, revision: &str, file: Option<&str>)
 
 fn is_commit(rev: &str) -> bool {
     rev.len() == 40 && rev.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// A fingerprint of a cached snapshot (or one file of it) read from the names
-/// of the blobs its links point at, which are content hashes (sha256 for LFS
-/// files, git blob ids for the others), so nothing is read. `None` when some
-/// file is not such a link (e.g. a copied cache); fingerprint the content then.
-pub fn blob_fingerprint(snapshot: &Path, file: Option<&str>) -> Option<String> {
-    let blob = |p: &Path| -> Option<String> {
-        let target = fs::read_link(p).ok()?;
-        let name = target.file_name()?.to_str()?.to_string();
-        let in_blobs = target.parent().and_then(|d| d.file_name()).is_some_and(|d| d == "blobs");
-        (in_blobs && name.len() >= 40 && name.bytes().all(|b| b.is_ascii_hexdigit())).then_some(name)
-    };
-    match file {
-        Some(f) => Some(combine("flow-model-hub-file-v1", [("", blob(&snapshot.join(f))?.as_str())])),
-        None => {
-            let files = list_files(snapshot).ok()?;
-            if files.is_empty() {
-                return None;
-            }
-            let mut items = Vec::with_capacity(files.len());
-            for (rel, p) in &files {
-                items.push((rel.clone(), blob(p)?));
-            }
-            Some(combine("flow-model-hub-v1", items.iter().map(|(r, b)| (r.as_str(), b.as_str()))))
-        }
-    }
 }
 
 /// The files of a repository listing worth downloading for a whole-repository
@@ -311,18 +282,6 @@ pub(crate) mod tests {
     }
 
     #[cfg(unix)]
-    #[test]
-    fn blob_names_give_the_fingerprint() {
-        let cache = tempfile::tempdir().unwrap();
-        let a = fake_hub_repo(cache.path(), "o/a", "main", &"a".repeat(40), &[("x.bin", b"1"), ("y.bin", b"2")]);
-        let b = fake_hub_repo(cache.path(), "o/b", "main", &"b".repeat(40), &[("x.bin", b"1"), ("y.bin", b"2")]);
-        let c = fake_hub_repo(cache.path(), "o/c", "main", &"c".repeat(40), &[("x.bin", b"1"), ("y.bin", b"3")]);
-        let fa = blob_fingerprint(&a, None).unwrap();
-        assert_eq!(fa, blob_fingerprint(&b, None).unwrap());
-        assert_ne!(fa, blob_fingerprint(&c, None).unwrap());
-        assert!(blob_fingerprint(&a, Some("x.bin")).is_some());
-    }
-
     #[test]
     fn offline_misses_are_clear_errors() {
         let cache = tempfile::tempdir().unwrap();

@@ -26,7 +26,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 use super::catalog::{Catalog, CatalogEntry, PinnedFile, Source};
-use super::fingerprint::{pinned_fingerprint, Fingerprinter};
+use super::fingerprint::{Fingerprinter, PinMismatch};
 use super::fsutil::{clean_stale_temp, copy_hashing, sha256_file, TempDir};
 use crate::files::write_atomic;
 use super::reference::ModelRef;
@@ -222,10 +222,9 @@ impl ModelStore {
                     Some(f) => snap.join(f),
                     None => snap.clone(),
                 };
-                let fingerprint = match hub::blob_fingerprint(&snap, file.as_deref()) {
-                    Some(fp) => fp,
-                    None => self.fingerprint_with_progress(&path, &reference, progress)?,
-                };
+                // From the bytes, like any local model (memoised): a blob's
+                // name says what was downloaded, not what is there now.
+                let fingerprint = self.fingerprint_with_progress(&path, &reference, progress)?;
                 Ok(ResolvedModel { kind: guess_kind(&path), reference, path, fingerprint })
             }
         }
@@ -302,9 +301,20 @@ impl ModelStore {
     }
 
     fn fingerprint_with_progress(&self, path: &Path, reference: &str, progress: &dyn Fn(ModelProgress)) -> Result<String> {
+        self.fingerprint_pinned_with_progress(path, &BTreeMap::new(), reference, progress)
+    }
+
+    /// See [`Fingerprinter::fingerprint_pinned`].
+    fn fingerprint_pinned_with_progress(
+        &self,
+        path: &Path,
+        pins: &BTreeMap<String, String>,
+        reference: &str,
+        progress: &dyn Fn(ModelProgress),
+    ) -> Result<String> {
         let item = path.display().to_string();
         let mut last = 0u64;
-        self.fingerprints.fingerprint(path, &mut |done, total| {
+        self.fingerprints.fingerprint_pinned(path, pins, &mut |done, total| {
             // One event per 16 MiB and at the end is plenty for a progress bar.
             if done == total || done >= last + (16 << 20) {
                 last = done;
@@ -363,9 +373,20 @@ impl ModelStore {
         let dir = self.models_dir.join(&entry.name);
         let path = match &entry.main {
             Some(m) => dir.join(m),
-            None => dir,
+            None => dir.clone(),
         };
-        let fingerprint = pinned_fingerprint(entry.files.iter().map(|(n, p)| (n.as_str(), p.sha256.as_str())));
+        // The fingerprint comes from the bytes on disk; a file that no longer
+        // matches its pin is reported, and the model marked not installed so
+        // that `flow models pull` (or the next run) fetches it again.
+        let pins: BTreeMap<String, String> = entry.files.iter().map(|(n, p)| (n.clone(), p.sha256.clone())).collect();
+        let fingerprint = match self.fingerprint_pinned_with_progress(&dir, &pins, &entry.name, progress) {
+            Ok(fingerprint) => fingerprint,
+            Err(e) if e.downcast_ref::<PinMismatch>().is_some() => {
+                let _ = fs::remove_file(dir.join(MANIFEST));
+                bail!("{e:#}; run `flow models pull {name}` to fetch it again", name = entry.name)
+            }
+            Err(e) => return Err(e),
+        };
         Ok(ResolvedModel { reference: entry.name.clone(), path, kind: Some(entry.kind.clone()), fingerprint })
     }
 

