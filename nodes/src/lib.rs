@@ -10,6 +10,7 @@ use flow_engine::Registry;
 pub mod core;
 pub(crate) mod fsutil;
 pub mod image;
+pub mod kernels;
 pub mod llm;
 pub mod rag;
 pub mod sd;

@@ -7,9 +7,13 @@
 //!   `tokenizer.json` on tricky texts;
 //! * f32 path (weights dequantized at load): last-position logits within
 //!   `1e-4 + 1e-3 * |want|`, same top-5, all 24 greedy tokens equal;
-//! * quantized path (candle's Q4_1 kernels): max |diff| <= 2.0, reference
-//!   top-1 in its top-2, top-5 overlap >= 4;
-//! * `llm.generate` answers "The capital of France is Paris." greedily.
+//! * quantized path (flow's Q4_1/Q8_0 kernels with 8-bit activations, as
+//!   llama.cpp): max |diff| <= 2.0, reference top-1 in its top-2, top-5
+//!   overlap >= 4, and the 24 greedy tokens equal llama.cpp's on the same
+//!   GGUF (`llama_cpp_greedy.json`, recorded with
+//!   `benches/compare/llama_cpp_greedy.py`; the command is in the fixture's
+//!   README);
+//! * `llm.generate` in f32 answers "The capital of France is Paris." greedily.
 //!
 //! The model is fetched once into `$FLOW_TEST_MODELS_DIR` (default
 //! `<workspace>/target/test-models`).
@@ -167,6 +171,24 @@ fn quantized_logits_stay_within_the_q4_1_tolerance() {
 }
 
 #[test]
+fn quantized_greedy_tokens_equal_llama_cpps() {
+    let json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fixtures().join("llama_cpp_greedy.json")).unwrap()).unwrap();
+    let want: Vec<u32> = json["greedy_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+    let lm = loaded(Precision::Quantized);
+    let input = expected().input_ids;
+    let mut session = lm.session_for(input.len() + want.len()).unwrap();
+    let mut logits = session.feed(&input).unwrap();
+    let mut got = Vec::new();
+    for _ in 0..want.len() {
+        let next = argmax(&logits);
+        got.push(next);
+        logits = session.feed(&[next]).unwrap();
+    }
+    assert_eq!(got, want);
+}
+
+#[test]
 fn llm_generate_answers_the_reference_question() {
     let op = flow_nodes::registry().get("llm.generate").unwrap().clone();
     let mut values: BTreeMap<String, Value> =
@@ -176,6 +198,7 @@ fn llm_generate_answers_the_reference_question() {
     values.insert("temperature".into(), Value::Float(0.0));
     values.insert("repeat_penalty".into(), Value::Float(1.0));
     values.insert("max_tokens".into(), Value::Int(24));
+    values.insert("precision".into(), Value::text("f32"));
     let ctx = OpContext::new(
         "chat",
         Device::Cpu,
@@ -188,3 +211,4 @@ fn llm_generate_answers_the_reference_question() {
     let out = op.run(&Inputs::new(values), &ctx).unwrap();
     assert_eq!(out.get("text").unwrap().as_text().unwrap(), ANSWER);
 }
+

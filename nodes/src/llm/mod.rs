@@ -37,6 +37,7 @@
 mod chat;
 mod generate;
 mod model;
+pub mod quantized;
 mod sampling;
 mod tiny;
 mod tokenizer;

@@ -28,6 +28,9 @@ use candle_transformers::models::{llama, quantized_llama, qwen2};
 use serde_json::Value as Json;
 
 use super::chat::{ChatTemplate, Message};
+use super::quantized::{QLlama, QSession};
+use crate::kernels::pool::Pool;
+use crate::kernels::quant::Isa;
 use super::tokenizer::{value_u32, TextTokenizer};
 
 /// GGUF models whose weights take at most this many bytes in f32 are
@@ -179,6 +182,7 @@ impl LoadPlan {
 
 enum Weights {
     Gguf(Box<quantized_llama::ModelWeights>),
+    Quantized(Box<QLlama>),
     Llama { model: Box<llama::Llama>, config: Box<llama::Config> },
     Qwen2(Box<qwen2::ModelForCausalLM>),
 }
@@ -302,9 +306,18 @@ impl LanguageModel {
         Ok(ids)
     }
 
-    /// A fresh generation state (empty KV cache).
+    /// A fresh generation state (empty KV cache) for the whole context.
     pub fn session(&self) -> Result<Session<'_>> {
+        self.session_for(self.context)
+    }
+
+    /// A fresh generation state for at most `positions` tokens (prompt and
+    /// answer): the quantized path preallocates its KV cache for them.
+    pub fn session_for(&self, positions: usize) -> Result<Session<'_>> {
         let state = match &self.weights {
+            Weights::Quantized(m) => {
+                State::Quantized(Box::new(QSession::new(m, positions.min(self.context), Pool::global())))
+            }
             Weights::Gguf(w) => {
                 let mut w = w.clone();
                 w.clear_kv_cache();
@@ -325,6 +338,7 @@ impl LanguageModel {
 
 enum State<'a> {
     Gguf(Box<quantized_llama::ModelWeights>),
+    Quantized(Box<QSession<'a>>),
     Llama { model: &'a llama::Llama, cache: Box<llama::Cache> },
     Qwen2(Box<qwen2::ModelForCausalLM>),
 }
@@ -351,9 +365,18 @@ impl Session<'_> {
             );
         }
         let mut logits = None;
+        let end = self.position + ids.len();
         for chunk in ids.chunks(PREFILL_CHUNK) {
             let input = Tensor::new(chunk, &self.lm.device)?.unsqueeze(0)?;
             let out = match &mut self.state {
+                State::Quantized(q) => {
+                    let logits = q.feed(chunk)?;
+                    self.position += chunk.len();
+                    if self.position == end {
+                        return Ok(logits.to_vec());
+                    }
+                    continue;
+                }
                 State::Gguf(w) => w.forward(&input, self.position)?,
                 State::Llama { model, cache } => model.forward(&input, self.position, cache)?,
                 State::Qwen2(m) => m.forward(&input, self.position)?,
@@ -416,19 +439,23 @@ fn load_gguf(path: &Path, device: &Device, precision: Precision) -> Result<Langu
 
     let kinds: BTreeSet<String> = ct.tensor_infos.values().map(|i| format!("{:?}", i.ggml_dtype)).collect();
     let kinds = kinds.into_iter().collect::<Vec<_>>().join("/");
-    let weights = match precision {
+    let (weights, description) = match precision {
         Precision::F32 => {
             let (f32_content, mut reader) = Dequantizer::new(&mut ct, &mut file)?;
-            quantized_llama::ModelWeights::from_gguf(f32_content, &mut reader, device)?
+            let w = quantized_llama::ModelWeights::from_gguf(f32_content, &mut reader, device)?;
+            (Weights::Gguf(Box::new(w)), format!("llama GGUF ({kinds}) dequantized to f32"))
         }
-        _ => quantized_llama::ModelWeights::from_gguf(ct, &mut file, device)?,
-    };
-    let description = match precision {
-        Precision::F32 => format!("llama GGUF ({kinds}) dequantized to f32"),
-        _ => format!("llama GGUF ({kinds}) on quantized kernels"),
+        _ if matches!(device, Device::Cpu) => {
+            let w = QLlama::read(&ct, file.get_mut(), path)?;
+            (Weights::Quantized(Box::new(w)), format!("llama GGUF ({kinds}) on flow's quantized CPU kernels ({:?})", Isa::best()))
+        }
+        _ => {
+            let w = quantized_llama::ModelWeights::from_gguf(ct, &mut file, device)?;
+            (Weights::Gguf(Box::new(w)), format!("llama GGUF ({kinds}) on candle's quantized kernels"))
+        }
     };
     Ok(LanguageModel {
-        weights: Weights::Gguf(Box::new(weights)),
+        weights,
         device: device.clone(),
         tokenizer,
         template,

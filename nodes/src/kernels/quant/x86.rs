@@ -1,0 +1,176 @@
+//! x86-64 dot products of one weight row with 8-bit activations, for the
+//! 32-value formats: AVX2 (`maddubs` + `madd`) and AVX-512 VNNI (`vpdpbusd`
+//! on 256-bit vectors). One generic kernel per format, instantiated inside
+//! `#[target_feature]` functions that [`super::kernels`] picks at run time;
+//! each is tested against [`super::scalar`].
+
+use std::arch::x86_64::*;
+
+use super::act::Q8Block;
+
+/// Multiplies 32 unsigned bytes by 32 signed bytes and sums each group of
+/// four products into 8 i32 lanes.
+pub(super) trait MulSum {
+    unsafe fn mul_sum_u8_i8(u: __m256i, s: __m256i) -> __m256i;
+}
+
+/// AVX2: `maddubs` (pairs into i16, no overflow for the values used here)
+/// then `madd` with ones.
+pub(super) struct Avx2;
+
+impl MulSum for Avx2 {
+    #[inline(always)]
+    unsafe fn mul_sum_u8_i8(u: __m256i, s: __m256i) -> __m256i {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+    }
+}
+
+/// AVX-512 VNNI: `vpdpbusd` does it in one instruction.
+pub(super) struct Vnni;
+
+impl MulSum for Vnni {
+    #[inline(always)]
+    unsafe fn mul_sum_u8_i8(u: __m256i, s: __m256i) -> __m256i {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, s)
+    }
+}
+
+/// Signed times signed, by moving the sign of `x` onto `y`.
+#[inline(always)]
+unsafe fn mul_sum_i8_i8<M: MulSum>(x: __m256i, y: __m256i) -> __m256i {
+    M::mul_sum_u8_i8(_mm256_sign_epi8(x, x), _mm256_sign_epi8(y, x))
+}
+
+/// The 32 nibbles of 16 bytes, low nibbles first, as bytes.
+#[inline(always)]
+unsafe fn nibbles(qs: *const u8) -> __m256i {
+    let tmp = _mm_loadu_si128(qs as *const __m128i);
+    _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(tmp, 4), tmp), _mm256_set1_epi8(0x0F))
+}
+
+/// Byte `j` is 0xFF where bit `j` of the little-endian u32 at `p` is set.
+#[inline(always)]
+unsafe fn bits(p: *const u8) -> __m256i {
+    let x = u32::from_le_bytes([*p, *p.add(1), *p.add(2), *p.add(3)]) as i32;
+    let shuffle = _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0);
+    let bytes = _mm256_shuffle_epi8(_mm256_set1_epi32(x), shuffle);
+    let bytes = _mm256_or_si256(bytes, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe));
+    _mm256_cmpeq_epi8(bytes, _mm256_set1_epi64x(-1))
+}
+
+#[inline(always)]
+unsafe fn half(p: *const u8) -> f32 {
+    let bits = i32::from(u16::from_le_bytes([*p, *p.add(1)]));
+    _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(bits)))
+}
+
+#[inline(always)]
+unsafe fn act_bytes(y: &Q8Block) -> __m256i {
+    _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i)
+}
+
+#[inline(always)]
+unsafe fn hsum(v: __m256) -> f32 {
+    let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
+}
+
+/// Sums `scale(block) * products(block)` over the blocks, where `products`
+/// gives the 8 lanes of integer sums of a block; `extra` adds a scalar per
+/// block (the minimum's term).
+#[inline(always)]
+unsafe fn blocks<const BB: usize>(
+    row: &[u8],
+    act: &[Q8Block],
+    products: impl Fn(*const u8, &Q8Block) -> __m256i,
+    extra: impl Fn(*const u8, &Q8Block) -> f32,
+) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let mut scalar = 0f32;
+    for (b, y) in row.chunks_exact(BB).zip(act) {
+        let p = b.as_ptr();
+        let d = _mm256_set1_ps(half(p) * y.d);
+        acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(products(p, y)), acc);
+        scalar += extra(p, y);
+    }
+    hsum(acc) + scalar
+}
+
+#[inline(always)]
+unsafe fn q4_0<M: MulSum>(row: &[u8], act: &[Q8Block]) -> f32 {
+    blocks::<18>(
+        row,
+        act,
+        |p, y| mul_sum_i8_i8::<M>(_mm256_sub_epi8(nibbles(p.add(2)), _mm256_set1_epi8(8)), act_bytes(y)),
+        |_, _| 0.0,
+    )
+}
+
+#[inline(always)]
+unsafe fn q4_1<M: MulSum>(row: &[u8], act: &[Q8Block]) -> f32 {
+    blocks::<20>(row, act, |p, y| M::mul_sum_u8_i8(nibbles(p.add(4)), act_bytes(y)), |p, y| half(p.add(2)) * y.s)
+}
+
+#[inline(always)]
+unsafe fn q5_0<M: MulSum>(row: &[u8], act: &[Q8Block]) -> f32 {
+    blocks::<22>(
+        row,
+        act,
+        |p, y| {
+            // q - 16 as a signed byte: the nibble, with 0xF0 where the fifth bit is clear.
+            let high = _mm256_andnot_si256(bits(p.add(2)), _mm256_set1_epi8(0xF0u8 as i8));
+            mul_sum_i8_i8::<M>(_mm256_or_si256(nibbles(p.add(6)), high), act_bytes(y))
+        },
+        |_, _| 0.0,
+    )
+}
+
+#[inline(always)]
+unsafe fn q5_1<M: MulSum>(row: &[u8], act: &[Q8Block]) -> f32 {
+    blocks::<24>(
+        row,
+        act,
+        |p, y| {
+            let high = _mm256_and_si256(bits(p.add(4)), _mm256_set1_epi8(0x10));
+            M::mul_sum_u8_i8(_mm256_or_si256(nibbles(p.add(8)), high), act_bytes(y))
+        },
+        |p, y| half(p.add(2)) * y.s,
+    )
+}
+
+#[inline(always)]
+unsafe fn q8_0<M: MulSum>(row: &[u8], act: &[Q8Block]) -> f32 {
+    blocks::<34>(
+        row,
+        act,
+        |p, y| mul_sum_i8_i8::<M>(_mm256_loadu_si256(p.add(2) as *const __m256i), act_bytes(y)),
+        |_, _| 0.0,
+    )
+}
+
+macro_rules! instantiate {
+    ($features:literal, $m:ty, $($name:ident => $kernel:ident),*) => {
+        $(
+            /// See the generic kernel of the same format.
+            ///
+            /// # Safety
+            /// The CPU must have the target features.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $name(row: &[u8], act: &[Q8Block]) -> f32 {
+                $kernel::<$m>(row, act)
+            }
+        )*
+    };
+}
+
+instantiate!("avx2,fma,f16c", Avx2, q4_0_avx2 => q4_0, q4_1_avx2 => q4_1, q5_0_avx2 => q5_0, q5_1_avx2 => q5_1, q8_0_avx2 => q8_0);
+instantiate!(
+    "avx2,fma,f16c,avx512f,avx512vl,avx512vnni",
+    Vnni,
+    q4_0_vnni => q4_0,
+    q4_1_vnni => q4_1,
+    q5_0_vnni => q5_0,
+    q5_1_vnni => q5_1,
+    q8_0_vnni => q8_0
+);
