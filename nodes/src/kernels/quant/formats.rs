@@ -130,6 +130,18 @@ pub(crate) fn scale_min_k4(j: usize, q: &[u8]) -> (u8, u8) {
     }
 }
 
+/// The four 6-bit values (minus 32) that position `l` of a Q6_K half block
+/// holds, for values `l`, `l + 32`, `l + 64` and `l + 96`.
+#[inline(always)]
+pub(crate) fn q6k_values(ql: &[u8], qh: &[u8], l: usize) -> [i32; 4] {
+    [
+        ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i32 - 32,
+        ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32,
+        ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32,
+        ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32,
+    ]
+}
+
 /// Dequantizes one row (`row.len() == format.row_bytes(out.len())`).
 pub fn dequantize_row(format: Format, row: &[u8], out: &mut [f32]) {
     let (n, bb) = (format.block_len(), format.block_bytes());
@@ -203,10 +215,7 @@ pub fn dequantize_row(format: Format, row: &[u8], out: &mut [f32]) {
                     let (ql, qh, sc, y) = (&ql[64 * half..], &qh[32 * half..], &scales[8 * half..], &mut y[128 * half..]);
                     for l in 0..32 {
                         let is = l / 16;
-                        let q1 = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i32 - 32;
-                        let q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
-                        let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
-                        let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+                        let [q1, q2, q3, q4] = q6k_values(ql, qh, l);
                         y[l] = d * f32::from(sc[is] as i8) * q1 as f32;
                         y[l + 32] = d * f32::from(sc[is + 2] as i8) * q2 as f32;
                         y[l + 64] = d * f32::from(sc[is + 4] as i8) * q3 as f32;

@@ -4,7 +4,7 @@
 //! block, scaled in f32.
 
 use super::act::{Q8Block, Q8KBlock};
-use super::formats::{half_at, scale_min_k4, Format};
+use super::formats::{half_at, q6k_values, scale_min_k4, Format};
 
 /// `row` (Q4_0) · `act`.
 pub fn q4_0(row: &[u8], act: &[Q8Block]) -> f32 {
@@ -115,10 +115,7 @@ pub fn q6_k(row: &[u8], act: &[Q8KBlock]) -> f32 {
             let mut s = [0i32; 8];
             for l in 0..32 {
                 let is = l / 16;
-                let q1 = ((ql[l] & 0xF) | ((qh[l] & 3) << 4)) as i32 - 32;
-                let q2 = ((ql[l + 32] & 0xF) | (((qh[l] >> 2) & 3) << 4)) as i32 - 32;
-                let q3 = ((ql[l] >> 4) | (((qh[l] >> 4) & 3) << 4)) as i32 - 32;
-                let q4 = ((ql[l + 32] >> 4) | (((qh[l] >> 6) & 3) << 4)) as i32 - 32;
+                let [q1, q2, q3, q4] = q6k_values(ql, qh, l);
                 s[is] += q1 * i32::from(a[l]);
                 s[is + 2] += q2 * i32::from(a[l + 32]);
                 s[is + 4] += q3 * i32::from(a[l + 64]);
