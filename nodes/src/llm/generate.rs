@@ -215,8 +215,9 @@ impl Generate {
                         "precision",
                         ValueType::Text,
                         "auto",
-                        "GGUF weights: `f32` (dequantized at load: exact numerics), `quantized` (candle's \
-                         quantized kernels), `auto` (f32 for models up to ~500M parameters)",
+                        "GGUF weights: `quantized` (kept in their format, 8-bit activations: llama.cpp's \
+                         numerics and speed), `f32` (dequantized at load: transformers' numerics), `auto` \
+                         (quantized)",
                     ),
                     PortSpec::with_default(
                         "chat",

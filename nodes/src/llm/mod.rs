@@ -49,7 +49,7 @@ use flow_engine::Registry;
 
 pub use chat::{ChatTemplate, Message};
 pub use generate::{generate, FinishReason, GenerateOptions, Generation};
-pub use model::{LanguageModel, LoadPlan, Precision, Session, AUTO_F32_MAX_BYTES};
+pub use model::{LanguageModel, LoadPlan, Precision, Session};
 pub use sampling::{apply_repeat_penalty, argmax, candidates, Released, Sampler, SamplingParams, StopStrings};
 pub use tiny::{generate_tiny_llama, TINY_LLAMA_VERSION};
 pub use tokenizer::{TextTokenizer, TokenStream};

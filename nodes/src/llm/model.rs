@@ -33,15 +33,6 @@ use crate::kernels::pool::Pool;
 use crate::kernels::quant::Isa;
 use super::tokenizer::{value_u32, TextTokenizer};
 
-/// GGUF models whose weights take at most this many bytes in f32 are
-/// dequantized by [`Precision::Auto`] (about 500M parameters).
-///
-/// Measured on SmolLM2-135M (Q4_1, 2-core AMD EPYC, release build): f32 is
-/// both right (it answers the reference prompt like transformers, where the
-/// Q4_1 kernels flip the first token) and faster (candle's Q4_1 kernels have
-/// no SIMD path); see the `llm` module documentation for the numbers.
-pub const AUTO_F32_MAX_BYTES: u64 = 2 << 30;
-
 /// Prompts are fed to the model in chunks of this many tokens, which bounds
 /// the memory of the attention scores.
 const PREFILL_CHUNK: usize = 512;
@@ -49,14 +40,14 @@ const PREFILL_CHUNK: usize = 512;
 /// How a GGUF model's quantized weights are computed with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Precision {
-    /// f32 when the dequantized weights take at most [`AUTO_F32_MAX_BYTES`],
-    /// else the quantized kernels.
+    /// The quantized path for GGUF files.
     Auto,
     /// Dequantize every weight to f32 at load; plain f32 matmuls (the
     /// numerics of transformers' GGUF loader).
     F32,
-    /// Keep the weights quantized and use candle's quantized matmul kernels
-    /// (which also quantize the activations to 8 bits).
+    /// Keep the weights in their GGUF format: flow's kernels on the CPU
+    /// (8-bit activations and attention arithmetic as llama.cpp's), candle's
+    /// quantized kernels on other devices.
     Quantized,
 }
 
@@ -143,25 +134,15 @@ impl LoadPlan {
                     stored += n / info.ggml_dtype.block_size() as u64 * info.ggml_dtype.type_size() as u64;
                     f32_bytes += 4 * n;
                 }
-                // The embedding table is dequantized in both cases; without an
-                // `output.weight` it also serves as the output projection, in
-                // its own copy.
+                // In f32, without an `output.weight` the embedding table also
+                // serves as the output projection, in its own copy.
                 let embedding = ct.tensor_infos.get("token_embd.weight").map_or(0, |i| 4 * i.shape.elem_count() as u64);
                 let tied = !ct.tensor_infos.contains_key("output.weight");
-                let f32 = match precision {
-                    Precision::Auto => f32_bytes <= AUTO_F32_MAX_BYTES,
-                    Precision::F32 => true,
-                    Precision::Quantized => false,
-                };
-                Ok(if f32 {
+                Ok(if precision == Precision::F32 {
                     let bytes = if tied { f32_bytes + embedding } else { f32_bytes };
                     LoadPlan { precision: Precision::F32, bytes, loader: "llm-gguf-f32" }
                 } else {
-                    LoadPlan {
-                        precision: Precision::Quantized,
-                        bytes: stored + embedding,
-                        loader: "llm-gguf-quantized",
-                    }
+                    LoadPlan { precision: Precision::Quantized, bytes: stored, loader: "llm-gguf-quantized-v2" }
                 })
             }
             Layout::HfFolder(dir) => {

@@ -49,6 +49,16 @@ fn to_f16(x: f32) -> f32 {
     f16::from_f32(x).to_f32()
 }
 
+/// `x` rounded to the nearest integer, ties to even, for `|x| < 2^22`
+/// (the 8-bit range here): adding and removing 1.5 * 2^23 leaves no
+/// fraction bits, and the default rounding mode rounds ties to even. Inline,
+/// unlike `f32::round_ties_even`, which calls the C library without SSE4.1.
+#[inline(always)]
+fn round_even(x: f32) -> f32 {
+    const MAGIC: f32 = 12_582_912.0;
+    (x + MAGIC) - MAGIC
+}
+
 /// Quantizes `x` (a multiple of 32 long) into `out` (`x.len() / 32` blocks).
 pub fn quantize_q8(x: &[f32], out: &mut [Q8Block]) {
     for (xs, y) in x.chunks_exact(32).zip(out.iter_mut()) {
@@ -57,7 +67,7 @@ pub fn quantize_q8(x: &[f32], out: &mut [Q8Block]) {
         let id = if amax != 0.0 { 127.0 / amax } else { 0.0 };
         let mut sum = 0i32;
         for (q, &v) in y.qs.iter_mut().zip(xs) {
-            *q = (v * id).round_ties_even() as i8;
+            *q = round_even(v * id) as i8;
             sum += i32::from(*q);
         }
         y.d = to_f16(d);
@@ -75,7 +85,7 @@ pub fn quantize_q8k(x: &[f32], out: &mut [Q8KBlock]) {
         }
         let iscale = -127.0 / max;
         for (q, &v) in y.qs.iter_mut().zip(xs) {
-            *q = ((iscale * v).round_ties_even() as i32).min(127) as i8;
+            *q = (round_even(iscale * v) as i32).min(127) as i8;
         }
         for (s, q) in y.bsums.iter_mut().zip(y.qs.chunks_exact(16)) {
             *s = q.iter().map(|&v| i16::from(v)).sum();
@@ -87,6 +97,13 @@ pub fn quantize_q8k(x: &[f32], out: &mut [Q8KBlock]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rounding_is_to_nearest_even() {
+        for x in [-127.5f32, -2.5, -0.5, 0.49, 0.5, 1.5, 2.5, 3.7, 126.5, 127.0] {
+            assert_eq!(round_even(x), x.round_ties_even(), "{x}");
+        }
+    }
 
     #[test]
     fn q8_blocks_hold_the_values_within_half_a_step() {

@@ -113,6 +113,51 @@ impl Format {
     }
 }
 
+/// Whether rows of `format` are kept repacked (see [`pack_row`]).
+pub fn is_packed(format: Format) -> bool {
+    matches!(format, Format::Q4_0 | Format::Q4_1 | Format::Q8_0)
+}
+
+/// Repacks a GGUF row of Q4_0, Q4_1 or Q8_0 blocks into the layout the
+/// kernels read: every block's `d` (f16) first, then every `m` (Q4_1), then
+/// every block's quantized bytes. The bytes are the same, only moved: the
+/// scales of 8 blocks convert in one instruction and the quantized values
+/// sit next to each other. Other formats are copied as they are.
+pub fn pack_row(format: Format, row: &[u8], out: &mut [u8]) {
+    let (bb, scales) = match format {
+        Format::Q4_0 | Format::Q8_0 => (format.block_bytes(), 1),
+        Format::Q4_1 => (20, 2),
+        _ => return out.copy_from_slice(row),
+    };
+    let nb = row.len() / bb;
+    let qbytes = bb - 2 * scales;
+    for (i, b) in row.chunks_exact(bb).enumerate() {
+        for s in 0..scales {
+            out[2 * (s * nb + i)..2 * (s * nb + i) + 2].copy_from_slice(&b[2 * s..2 * s + 2]);
+        }
+        let q = 2 * scales * nb + i * qbytes;
+        out[q..q + qbytes].copy_from_slice(&b[2 * scales..]);
+    }
+}
+
+/// The inverse of [`pack_row`].
+pub fn unpack_row(format: Format, packed: &[u8], out: &mut [u8]) {
+    let (bb, scales) = match format {
+        Format::Q4_0 | Format::Q8_0 => (format.block_bytes(), 1),
+        Format::Q4_1 => (20, 2),
+        _ => return out.copy_from_slice(packed),
+    };
+    let nb = packed.len() / bb;
+    let qbytes = bb - 2 * scales;
+    for (i, b) in out.chunks_exact_mut(bb).enumerate() {
+        for s in 0..scales {
+            b[2 * s..2 * s + 2].copy_from_slice(&packed[2 * (s * nb + i)..2 * (s * nb + i) + 2]);
+        }
+        let q = 2 * scales * nb + i * qbytes;
+        b[2 * scales..].copy_from_slice(&packed[q..q + qbytes]);
+    }
+}
+
 /// The f16 at `b[i..i + 2]` as f32.
 #[inline(always)]
 pub(crate) fn half_at(b: &[u8], i: usize) -> f32 {

@@ -10,10 +10,15 @@ use super::formats::Format;
 use super::kernels::{kernel, Isa, Kernel};
 use crate::kernels::pool::Pool;
 
-/// Rows per task handed to the pool.
-const ROWS_PER_TASK: usize = 16;
+/// Rows per task at least: tasks are taken from a shared counter, and
+/// each take costs a trip of a cache line between cores.
+const MIN_ROWS_PER_TASK: usize = 64;
 
-/// `rows` × `cols` weights, each row `format.row_bytes(cols)` bytes.
+/// Tasks per thread at most (a little slack for uneven progress).
+const TASKS_PER_THREAD: usize = 4;
+
+/// `rows` × `cols` weights, each row `format.row_bytes(cols)` bytes (Q4_0,
+/// Q4_1 and Q8_0 rows repacked: see [`super::formats::pack_row`]).
 pub struct QMatrix {
     format: Format,
     rows: usize,
@@ -55,6 +60,16 @@ impl QMatrix {
             rows * format.row_bytes(cols),
             data.len()
         );
+        let data = if super::formats::is_packed(format) {
+            let n = format.row_bytes(cols);
+            let mut packed = vec![0u8; data.len()];
+            for (src, dst) in data.chunks_exact(n).zip(packed.chunks_exact_mut(n)) {
+                super::formats::pack_row(format, src, dst);
+            }
+            packed
+        } else {
+            data
+        };
         Ok(QMatrix { format, rows, cols, data, kernel: kernel(format, isa) })
     }
 
@@ -84,9 +99,12 @@ impl QMatrix {
         &self.data[r * n..(r + 1) * n]
     }
 
-    /// Row `r` as f32 values (e.g. an embedding lookup).
-    pub fn dequantize_row(&self, r: usize, out: &mut [f32]) {
-        super::formats::dequantize_row(self.format, self.row(r), out);
+    /// Row `r` as f32 values (e.g. an embedding lookup); `scratch` holds
+    /// the row's bytes on the way.
+    pub fn dequantize_row(&self, r: usize, out: &mut [f32], scratch: &mut Vec<u8>) {
+        scratch.resize(self.format.row_bytes(self.cols), 0);
+        super::formats::unpack_row(self.format, self.row(r), scratch);
+        super::formats::dequantize_row(self.format, scratch, out);
     }
 
     /// Empty activations of the kind this matrix takes.
@@ -127,10 +145,11 @@ impl QMatrix {
     pub fn matmul(&self, acts: &Acts, n: usize, out: &mut [f32], pool: &Pool) {
         assert_eq!(out.len(), n * self.rows, "output size");
         let out_ptr = SharedOut(out.as_mut_ptr());
-        let tasks = self.rows.div_ceil(ROWS_PER_TASK);
+        let per_task = self.rows.div_ceil(pool.threads() * TASKS_PER_THREAD).max(MIN_ROWS_PER_TASK);
+        let tasks = self.rows.div_ceil(per_task);
         let task = |i: usize| {
             let out = out_ptr;
-            let rows = i * ROWS_PER_TASK..((i + 1) * ROWS_PER_TASK).min(self.rows);
+            let rows = i * per_task..((i + 1) * per_task).min(self.rows);
             for r in rows {
                 let row = self.row(r);
                 for t in 0..n {

@@ -6,30 +6,35 @@
 use super::act::{Q8Block, Q8KBlock};
 use super::formats::{half_at, q6k_values, scale_min_k4, Format};
 
-/// `row` (Q4_0) · `act`.
+/// `row` (Q4_0, packed: see [`super::formats::pack_row`]) · `act`.
 pub fn q4_0(row: &[u8], act: &[Q8Block]) -> f32 {
+    let nb = row.len() / 18;
+    let (d, qs) = row.split_at(2 * nb);
     let mut sum = 0f32;
-    for (b, y) in row.chunks_exact(18).zip(act) {
-        let qs = &b[2..18];
+    for (i, y) in act.iter().enumerate().take(nb) {
+        let qs = &qs[16 * i..16 * i + 16];
         let mut sumi = 0i32;
         for j in 0..16 {
             sumi += ((qs[j] & 0xF) as i32 - 8) * i32::from(y.qs[j]) + ((qs[j] >> 4) as i32 - 8) * i32::from(y.qs[j + 16]);
         }
-        sum += sumi as f32 * (half_at(b, 0) * y.d);
+        sum += sumi as f32 * (half_at(d, 2 * i) * y.d);
     }
     sum
 }
 
-/// `row` (Q4_1) · `act`.
+/// `row` (Q4_1, packed) · `act`.
 pub fn q4_1(row: &[u8], act: &[Q8Block]) -> f32 {
+    let nb = row.len() / 20;
+    let (d, rest) = row.split_at(2 * nb);
+    let (m, qs) = rest.split_at(2 * nb);
     let mut sum = 0f32;
-    for (b, y) in row.chunks_exact(20).zip(act) {
-        let qs = &b[4..20];
+    for (i, y) in act.iter().enumerate().take(nb) {
+        let qs = &qs[16 * i..16 * i + 16];
         let mut sumi = 0i32;
         for j in 0..16 {
             sumi += i32::from(qs[j] & 0xF) * i32::from(y.qs[j]) + i32::from(qs[j] >> 4) * i32::from(y.qs[j + 16]);
         }
-        sum += sumi as f32 * (half_at(b, 0) * y.d) + half_at(b, 2) * y.s;
+        sum += sumi as f32 * (half_at(d, 2 * i) * y.d) + half_at(m, 2 * i) * y.s;
     }
     sum
 }
@@ -67,12 +72,14 @@ pub fn q5_1(row: &[u8], act: &[Q8Block]) -> f32 {
     sum
 }
 
-/// `row` (Q8_0) · `act`.
+/// `row` (Q8_0, packed) · `act`.
 pub fn q8_0(row: &[u8], act: &[Q8Block]) -> f32 {
+    let nb = row.len() / 34;
+    let (d, qs) = row.split_at(2 * nb);
     let mut sum = 0f32;
-    for (b, y) in row.chunks_exact(34).zip(act) {
-        let sumi: i32 = b[2..34].iter().zip(y.qs).map(|(&q, a)| i32::from(q as i8) * i32::from(a)).sum();
-        sum += sumi as f32 * (half_at(b, 0) * y.d);
+    for (i, y) in act.iter().enumerate().take(nb) {
+        let sumi: i32 = qs[32 * i..32 * i + 32].iter().zip(y.qs).map(|(&q, a)| i32::from(q as i8) * i32::from(a)).sum();
+        sum += sumi as f32 * (half_at(d, 2 * i) * y.d);
     }
     sum
 }

@@ -93,13 +93,28 @@ fn quantized_products_approximate_the_dequantized_weights() {
         let m = QMatrix::new(format, rows, cols, data).unwrap();
         let x: Vec<f32> = (0..cols).map(|_| rng.unit()).collect();
         let got = product(&m, &x, 1, &pool);
-        let mut w = vec![0f32; cols];
+        let (mut w, mut scratch) = (vec![0f32; cols], Vec::new());
         for (r, g) in got.iter().enumerate() {
-            m.dequantize_row(r, &mut w);
+            m.dequantize_row(r, &mut w, &mut scratch);
             let exact: f32 = w.iter().zip(&x).map(|(a, b)| a * b).sum();
             let scale: f32 = w.iter().zip(&x).map(|(a, b)| (a * b).abs()).sum();
             // 8-bit activations: about 1/254 of each |w x| at most.
             assert!((g - exact).abs() <= scale / 100.0 + 1e-5, "{format:?} row {r}: {g} vs {exact}");
+        }
+    }
+}
+
+#[test]
+fn packing_moves_bytes_and_unpacking_restores_them() {
+    let mut rng = Rng(7);
+    for format in FORMATS {
+        let row = random_matrix(&mut rng, format, 1, 256);
+        let (mut packed, mut back) = (vec![0u8; row.len()], vec![0u8; row.len()]);
+        formats::pack_row(format, &row, &mut packed);
+        formats::unpack_row(format, &packed, &mut back);
+        assert_eq!(back, row, "{format:?}");
+        if formats::is_packed(format) {
+            assert_eq!(&packed[..2], &row[..2], "the first scale comes first");
         }
     }
 }

@@ -76,9 +76,9 @@ unsafe fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)))
 }
 
-/// Sums `scale(block) * products(block)` over the blocks, where `products`
-/// gives the 8 lanes of integer sums of a block; `extra` adds a scalar per
-/// block (the minimum's term).
+/// Sums `scale(block) * products(block)` over the blocks of a row, the
+/// integer `products` of a block given as 8 lanes, into 8 float lanes, block
+/// after block.
 #[inline(always)]
 unsafe fn blocks<const BB: usize>(
     row: &[u8],
@@ -97,19 +97,64 @@ unsafe fn blocks<const BB: usize>(
     hsum(acc) + scalar
 }
 
+/// The same over a packed row (see `formats::pack_row`): `QB` quantized
+/// bytes per block, after the blocks' f16 scales (and, with `MINS`, their
+/// minimums, whose `m * s` terms are summed block after block). The scales
+/// of 8 blocks are converted at once.
+#[inline(always)]
+unsafe fn packed_blocks<const QB: usize, const MINS: bool>(
+    row: &[u8],
+    act: &[Q8Block],
+    products: impl Fn(*const u8, &Q8Block) -> __m256i,
+) -> f32 {
+    let scales = if MINS { 2 } else { 1 };
+    let nb = row.len() / (QB + 2 * scales);
+    debug_assert!(act.len() >= nb);
+    let dp = row.as_ptr();
+    let mp = dp.add(2 * nb);
+    let qp = dp.add(2 * scales * nb);
+    let mut acc = _mm256_setzero_ps();
+    let mut summs = 0f32;
+    let (mut dv, mut mv) = ([0f32; 8], [0f32; 8]);
+    let mut i = 0;
+    while i < nb {
+        let n = (nb - i).min(8);
+        if n == 8 {
+            _mm256_storeu_ps(dv.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(dp.add(2 * i) as *const __m128i)));
+            if MINS {
+                _mm256_storeu_ps(mv.as_mut_ptr(), _mm256_cvtph_ps(_mm_loadu_si128(mp.add(2 * i) as *const __m128i)));
+            }
+        } else {
+            for k in 0..n {
+                dv[k] = half(dp.add(2 * (i + k)));
+                if MINS {
+                    mv[k] = half(mp.add(2 * (i + k)));
+                }
+            }
+        }
+        for k in 0..n {
+            let y = act.get_unchecked(i + k);
+            let d = _mm256_set1_ps(dv[k] * y.d);
+            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(products(qp.add(QB * (i + k)), y)), acc);
+            if MINS {
+                summs += mv[k] * y.s;
+            }
+        }
+        i += n;
+    }
+    hsum(acc) + summs
+}
+
 #[inline(always)]
 unsafe fn q4_0<M: MulSum>(row: &[u8], act: &[Q8Block]) -> f32 {
-    blocks::<18>(
-        row,
-        act,
-        |p, y| mul_sum_i8_i8::<M>(_mm256_sub_epi8(nibbles(p.add(2)), _mm256_set1_epi8(8)), act_bytes(y)),
-        |_, _| 0.0,
-    )
+    packed_blocks::<16, false>(row, act, |q, y| {
+        mul_sum_i8_i8::<M>(_mm256_sub_epi8(nibbles(q), _mm256_set1_epi8(8)), act_bytes(y))
+    })
 }
 
 #[inline(always)]
 unsafe fn q4_1<M: MulSum>(row: &[u8], act: &[Q8Block]) -> f32 {
-    blocks::<20>(row, act, |p, y| M::mul_sum_u8_i8(nibbles(p.add(4)), act_bytes(y)), |p, y| half(p.add(2)) * y.s)
+    packed_blocks::<16, true>(row, act, |q, y| M::mul_sum_u8_i8(nibbles(q), act_bytes(y)))
 }
 
 #[inline(always)]
@@ -141,12 +186,7 @@ unsafe fn q5_1<M: MulSum>(row: &[u8], act: &[Q8Block]) -> f32 {
 
 #[inline(always)]
 unsafe fn q8_0<M: MulSum>(row: &[u8], act: &[Q8Block]) -> f32 {
-    blocks::<34>(
-        row,
-        act,
-        |p, y| mul_sum_i8_i8::<M>(_mm256_loadu_si256(p.add(2) as *const __m256i), act_bytes(y)),
-        |_, _| 0.0,
-    )
+    packed_blocks::<32, false>(row, act, |q, y| mul_sum_i8_i8::<M>(_mm256_loadu_si256(q as *const __m256i), act_bytes(y)))
 }
 
 macro_rules! instantiate {

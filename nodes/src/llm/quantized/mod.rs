@@ -9,6 +9,7 @@
 //! * [`session`]: the KV cache and the forward pass over a batch of tokens;
 //! * [`ops`]: the element-wise pieces (RMSNorm, RoPE, SiLU-gate, softmax).
 
+mod attention;
 mod ops;
 mod session;
 mod weights;

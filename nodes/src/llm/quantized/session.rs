@@ -6,6 +6,7 @@ use anyhow::{bail, Result};
 use half::f16;
 use half::slice::HalfFloatSliceExt;
 
+use super::attention::{attend, Cached};
 use super::ops::{rms_norm, rope, silu_mul};
 use super::weights::QLlama;
 use crate::kernels::pool::Pool;
@@ -25,6 +26,7 @@ struct Scratch {
     up: Vec<f32>,
     acts: Vec<Acts>,
     logits: Vec<f32>,
+    row_bytes: Vec<u8>,
 }
 
 /// A generation in progress.
@@ -96,7 +98,7 @@ impl<'m> QSession<'m> {
             if id as usize >= model.embedding.rows() {
                 bail!("token id {id} is outside the vocabulary of {}", model.embedding.rows());
             }
-            model.embedding.dequantize_row(id as usize, &mut s.x[t * dim..(t + 1) * dim]);
+            model.embedding.dequantize_row(id as usize, &mut s.x[t * dim..(t + 1) * dim], &mut s.row_bytes);
         }
         for (l, block) in model.blocks.iter().enumerate() {
             // Attention: projections, rotary, the new keys and values into the cache.
@@ -185,54 +187,22 @@ fn attention(session: &mut QSession<'_>, l: usize, n: usize) {
         let len = start + t + 1;
         ATTENTION.with(|cell| {
             let a = &mut *cell.borrow_mut();
-            a.row.resize(hd, 0.0);
-            a.vrow.resize(hd, 0.0);
             a.q.resize(group * hd, 0.0);
-            a.acc.clear();
-            a.acc.resize(group * hd, 0.0);
+            a.out.resize(group * hd, 0.0);
+            a.acc.resize(group * hd, f16::ZERO);
             // Queries rounded to f16, as llama.cpp multiplies them with the f16 keys.
             for h in 0..group {
                 let head = g * group + h;
                 let src = &q[t * dim + head * hd..t * dim + (head + 1) * hd];
                 for (dst, &v) in a.q[h * hd..(h + 1) * hd].iter_mut().zip(src) {
-                    *dst = round_f16(v);
+                    *dst = f16::from_f32(v).to_f32();
                 }
             }
-            // llama.cpp's CPU flash attention: an online softmax per query
-            // head, the weighted values summed into an f16 accumulator
-            // (rescaled when a larger score comes), divided by the sum of
-            // the weights at the end.
-            a.max.clear();
-            a.max.resize(group, f32::NEG_INFINITY);
-            a.sum.clear();
-            a.sum.resize(group, 0.0);
-            for j in 0..len {
-                k_cache[j * kv_dim + g * hd..j * kv_dim + (g + 1) * hd].convert_to_f32_slice(&mut a.row);
-                v_cache[j * kv_dim + g * hd..j * kv_dim + (g + 1) * hd].convert_to_f32_slice(&mut a.vrow);
-                for h in 0..group {
-                    let score = a.q[h * hd..(h + 1) * hd].iter().zip(&a.row).map(|(x, y)| x * y).sum::<f32>() * scale;
-                    let acc = &mut a.acc[h * hd..(h + 1) * hd];
-                    let (mut ms, mut vs) = (1.0f32, 1.0f32);
-                    if score > a.max[h] {
-                        ms = (a.max[h] - score).exp();
-                        a.max[h] = score;
-                        acc.iter_mut().for_each(|v| *v = round_f16(*v * ms));
-                    } else {
-                        vs = (score - a.max[h]).exp();
-                    }
-                    for (v, &x) in acc.iter_mut().zip(&a.vrow) {
-                        *v = round_f16(x.mul_add(vs, *v));
-                    }
-                    a.sum[h] = a.sum[h] * ms + vs;
-                }
-            }
-            for h in 0..group {
-                let inv = if a.sum[h] == 0.0 { 0.0 } else { 1.0 / a.sum[h] };
-                a.acc[h * hd..(h + 1) * hd].iter_mut().for_each(|v| *v *= inv);
-            }
-            for h in 0..group {
+            let cached = Cached { k: &k_cache[g * hd..], v: &v_cache[g * hd..], stride: kv_dim, len };
+            attend(&a.q, &cached, hd, scale, &mut a.out, &mut a.acc);
+            for (h, out_h) in a.out.chunks_exact(hd).enumerate() {
                 let head = g * group + h;
-                for (d, &v) in a.acc[h * hd..(h + 1) * hd].iter().enumerate() {
+                for (d, &v) in out_h.iter().enumerate() {
                     // SAFETY: each (token, head) is written by one task.
                     unsafe { *out.0.add(t * dim + head * hd + d) = v };
                 }
@@ -245,17 +215,9 @@ fn attention(session: &mut QSession<'_>, l: usize, n: usize) {
 /// Per-thread buffers of the attention tasks (kept between steps).
 #[derive(Default)]
 struct AttentionScratch {
-    row: Vec<f32>,
-    vrow: Vec<f32>,
     q: Vec<f32>,
-    acc: Vec<f32>,
-    max: Vec<f32>,
-    sum: Vec<f32>,
-}
-
-/// `x` rounded to the nearest f16.
-fn round_f16(x: f32) -> f32 {
-    f16::from_f32(x).to_f32()
+    out: Vec<f32>,
+    acc: Vec<f16>,
 }
 
 thread_local! {
