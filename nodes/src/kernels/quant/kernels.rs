@@ -55,11 +55,15 @@ impl Isa {
     }
 }
 
+/// One row times the activations of four tokens.
+pub type Quad = fn(&[u8], [&[Q8Block]; 4]) -> [f32; 4];
+
 /// A row-times-activations dot product.
 #[derive(Clone, Copy)]
 pub enum Kernel {
-    /// With 32-value 8-bit activations.
-    Q8(fn(&[u8], &[Q8Block]) -> f32),
+    /// With 32-value 8-bit activations: one token, and four at once (the
+    /// weights unpacked once; each token's value as alone).
+    Q8(fn(&[u8], &[Q8Block]) -> f32, Option<Quad>),
     /// With 256-value 8-bit activations.
     Q8K(fn(&[u8], &[Q8KBlock]) -> f32),
     /// With f32 activations.
@@ -99,35 +103,51 @@ macro_rules! safe_wrappers {
 #[cfg(target_arch = "x86_64")]
 safe_wrappers!(q4_0_avx2, q4_1_avx2, q5_0_avx2, q5_1_avx2, q8_0_avx2, q4_0_vnni, q4_1_vnni, q5_0_vnni, q5_1_vnni, q8_0_vnni);
 
+#[cfg(target_arch = "x86_64")]
+macro_rules! safe_quads {
+    ($($name:ident),*) => {
+        $(
+            /// Only handed out by [`kernel`] when the CPU has its features.
+            fn $name(row: &[u8], acts: [&[Q8Block]; 4]) -> [f32; 4] {
+                // SAFETY: as for the single-token kernels.
+                unsafe { super::x86::$name(row, acts) }
+            }
+        )*
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+safe_quads!(q4_0_avx2_x4, q4_1_avx2_x4, q8_0_avx2_x4, q4_0_vnni_x4, q4_1_vnni_x4, q8_0_vnni_x4);
+
 /// The kernel of `format` for `isa` (which must be one of
 /// [`Isa::available`]).
 pub fn kernel(format: Format, isa: Isa) -> Kernel {
     #[cfg(target_arch = "x86_64")]
     {
         let simd = match (isa, format) {
-            (Isa::Avx2, Format::Q4_0) => Some(q4_0_avx2 as fn(&[u8], &[Q8Block]) -> f32),
-            (Isa::Avx2, Format::Q4_1) => Some(q4_1_avx2 as _),
-            (Isa::Avx2, Format::Q5_0) => Some(q5_0_avx2 as _),
-            (Isa::Avx2, Format::Q5_1) => Some(q5_1_avx2 as _),
-            (Isa::Avx2, Format::Q8_0) => Some(q8_0_avx2 as _),
-            (Isa::Vnni, Format::Q4_0) => Some(q4_0_vnni as _),
-            (Isa::Vnni, Format::Q4_1) => Some(q4_1_vnni as _),
-            (Isa::Vnni, Format::Q5_0) => Some(q5_0_vnni as _),
-            (Isa::Vnni, Format::Q5_1) => Some(q5_1_vnni as _),
-            (Isa::Vnni, Format::Q8_0) => Some(q8_0_vnni as _),
+            (Isa::Avx2, Format::Q4_0) => Some((q4_0_avx2 as fn(&[u8], &[Q8Block]) -> f32, Some(q4_0_avx2_x4 as Quad))),
+            (Isa::Avx2, Format::Q4_1) => Some((q4_1_avx2 as _, Some(q4_1_avx2_x4 as Quad))),
+            (Isa::Avx2, Format::Q5_0) => Some((q5_0_avx2 as _, None)),
+            (Isa::Avx2, Format::Q5_1) => Some((q5_1_avx2 as _, None)),
+            (Isa::Avx2, Format::Q8_0) => Some((q8_0_avx2 as _, Some(q8_0_avx2_x4 as Quad))),
+            (Isa::Vnni, Format::Q4_0) => Some((q4_0_vnni as _, Some(q4_0_vnni_x4 as Quad))),
+            (Isa::Vnni, Format::Q4_1) => Some((q4_1_vnni as _, Some(q4_1_vnni_x4 as Quad))),
+            (Isa::Vnni, Format::Q5_0) => Some((q5_0_vnni as _, None)),
+            (Isa::Vnni, Format::Q5_1) => Some((q5_1_vnni as _, None)),
+            (Isa::Vnni, Format::Q8_0) => Some((q8_0_vnni as _, Some(q8_0_vnni_x4 as Quad))),
             _ => None,
         };
-        if let Some(f) = simd {
-            return Kernel::Q8(f);
+        if let Some((one, four)) = simd {
+            return Kernel::Q8(one, four);
         }
     }
     let _ = isa;
     match format {
-        Format::Q4_0 => Kernel::Q8(scalar::q4_0),
-        Format::Q4_1 => Kernel::Q8(scalar::q4_1),
-        Format::Q5_0 => Kernel::Q8(scalar::q5_0),
-        Format::Q5_1 => Kernel::Q8(scalar::q5_1),
-        Format::Q8_0 => Kernel::Q8(scalar::q8_0),
+        Format::Q4_0 => Kernel::Q8(scalar::q4_0, None),
+        Format::Q4_1 => Kernel::Q8(scalar::q4_1, None),
+        Format::Q5_0 => Kernel::Q8(scalar::q5_0, None),
+        Format::Q5_1 => Kernel::Q8(scalar::q5_1, None),
+        Format::Q8_0 => Kernel::Q8(scalar::q8_0, None),
         Format::Q4K => Kernel::Q8K(q4k),
         Format::Q5K => Kernel::Q8K(q5k),
         Format::Q6K => Kernel::Q8K(scalar::q6_k),

@@ -60,16 +60,15 @@ impl QMatrix {
             rows * format.row_bytes(cols),
             data.len()
         );
-        let data = if super::formats::is_packed(format) {
-            let n = format.row_bytes(cols);
-            let mut packed = vec![0u8; data.len()];
-            for (src, dst) in data.chunks_exact(n).zip(packed.chunks_exact_mut(n)) {
-                super::formats::pack_row(format, src, dst);
+        let mut data = data;
+        if super::formats::is_packed(format) {
+            // In place, a row at a time: no second copy of the matrix.
+            let mut row = vec![0u8; format.row_bytes(cols)];
+            for chunk in data.chunks_exact_mut(row.len()) {
+                row.copy_from_slice(chunk);
+                super::formats::pack_row(format, &row, chunk);
             }
-            packed
-        } else {
-            data
-        };
+        }
         Ok(QMatrix { format, rows, cols, data, kernel: kernel(format, isa) })
     }
 
@@ -110,7 +109,7 @@ impl QMatrix {
     /// Empty activations of the kind this matrix takes.
     pub fn acts(&self) -> Acts {
         match self.kernel {
-            Kernel::Q8(_) => Acts::Q8(Vec::new()),
+            Kernel::Q8(..) => Acts::Q8(Vec::new()),
             Kernel::Q8K(_) => Acts::Q8K(Vec::new()),
             Kernel::F32(_) => Acts::F32(Vec::new()),
         }
@@ -120,7 +119,7 @@ impl QMatrix {
     /// `acts` in this matrix's activation form, reusing its memory.
     pub fn quantize(&self, x: &[f32], acts: &mut Acts) {
         match (self.kernel, acts) {
-            (Kernel::Q8(_), Acts::Q8(v)) => {
+            (Kernel::Q8(..), Acts::Q8(v)) => {
                 v.resize(x.len() / 32, Q8Block::default());
                 quantize_q8(x, v);
             }
@@ -152,9 +151,23 @@ impl QMatrix {
             let rows = i * per_task..((i + 1) * per_task).min(self.rows);
             for r in rows {
                 let row = self.row(r);
-                for t in 0..n {
+                let mut t = 0;
+                // Four tokens at a time where the kernel can (a prompt).
+                if let (Kernel::Q8(_, Some(four)), Acts::Q8(a)) = (self.kernel, acts) {
+                    let nb = self.cols / 32;
+                    while t + 4 <= n {
+                        let act = |k: usize| &a[(t + k) * nb..(t + k + 1) * nb];
+                        let v = four(row, [act(0), act(1), act(2), act(3)]);
+                        for (k, v) in v.into_iter().enumerate() {
+                            // SAFETY: each (t, r) is written by the one task owning row r.
+                            unsafe { *out.0.add((t + k) * self.rows + r) = v };
+                        }
+                        t += 4;
+                    }
+                }
+                for t in t..n {
                     let v = self.dot(row, acts, t);
-                    // SAFETY: each (t, r) is written by the one task owning row r.
+                    // SAFETY: as above.
                     unsafe { *out.0.add(t * self.rows + r) = v };
                 }
             }
@@ -166,7 +179,7 @@ impl QMatrix {
     #[inline]
     fn dot(&self, row: &[u8], acts: &Acts, t: usize) -> f32 {
         match (self.kernel, acts) {
-            (Kernel::Q8(f), Acts::Q8(a)) => {
+            (Kernel::Q8(f, _), Acts::Q8(a)) => {
                 let nb = self.cols / 32;
                 f(row, &a[t * nb..(t + 1) * nb])
             }

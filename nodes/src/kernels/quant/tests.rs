@@ -68,7 +68,7 @@ fn product(m: &QMatrix, x: &[f32], n: usize, pool: &Pool) -> Vec<f32> {
 fn every_instruction_set_matches_the_scalar_path() {
     let pool = Pool::new(2);
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
-    let (rows, cols, n) = (37, 512, 3);
+    let (rows, cols, n) = (37, 512, 6);
     for format in FORMATS {
         let data = random_matrix(&mut rng, format, rows, cols);
         let x: Vec<f32> = (0..n * cols).map(|_| rng.unit() * 3.0).collect();
@@ -78,6 +78,24 @@ fn every_instruction_set_matches_the_scalar_path() {
             for (g, r) in got.iter().zip(&reference) {
                 // Same integer sums; only the order of the f32 additions differs.
                 assert!((g - r).abs() <= 1e-4 * r.abs().max(1.0), "{format:?} {isa:?}: {g} vs {r}");
+            }
+        }
+    }
+}
+
+#[test]
+fn tokens_in_a_batch_get_what_they_get_alone() {
+    let pool = Pool::new(2);
+    let mut rng = Rng(11);
+    let (rows, cols, n) = (19, 256, 9);
+    for format in FORMATS {
+        for isa in Isa::available() {
+            let m = QMatrix::with_isa(format, rows, cols, random_matrix(&mut rng, format, rows, cols), isa).unwrap();
+            let x: Vec<f32> = (0..n * cols).map(|_| rng.unit()).collect();
+            let batch = product(&m, &x, n, &pool);
+            for t in 0..n {
+                let alone = product(&m, &x[t * cols..(t + 1) * cols], 1, &pool);
+                assert_eq!(&batch[t * rows..(t + 1) * rows], alone.as_slice(), "{format:?} {isa:?} token {t}");
             }
         }
     }

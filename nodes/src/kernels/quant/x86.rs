@@ -97,24 +97,27 @@ unsafe fn blocks<const BB: usize>(
     hsum(acc) + scalar
 }
 
-/// The same over a packed row (see `formats::pack_row`): `QB` quantized
-/// bytes per block, after the blocks' f16 scales (and, with `MINS`, their
-/// minimums, whose `m * s` terms are summed block after block). The scales
-/// of 8 blocks are converted at once.
+/// The same over a packed row (see `formats::pack_row`) for `N` tokens'
+/// activations at once: `QB` quantized bytes per block, after the blocks'
+/// f16 scales (and, with `MINS`, their minimums, whose `m * s` terms are
+/// summed block after block). A block's `weights` are unpacked once for all
+/// tokens, and the scales of 8 blocks converted at once; each token's sum
+/// is computed exactly as alone.
 #[inline(always)]
-unsafe fn packed_blocks<const QB: usize, const MINS: bool>(
+unsafe fn packed_blocks<const QB: usize, const MINS: bool, const N: usize>(
     row: &[u8],
-    act: &[Q8Block],
-    products: impl Fn(*const u8, &Q8Block) -> __m256i,
-) -> f32 {
+    acts: [&[Q8Block]; N],
+    weights: impl Fn(*const u8) -> __m256i,
+    products: impl Fn(__m256i, &Q8Block) -> __m256i,
+) -> [f32; N] {
     let scales = if MINS { 2 } else { 1 };
     let nb = row.len() / (QB + 2 * scales);
-    debug_assert!(act.len() >= nb);
+    debug_assert!(acts.iter().all(|a| a.len() >= nb));
     let dp = row.as_ptr();
     let mp = dp.add(2 * nb);
     let qp = dp.add(2 * scales * nb);
-    let mut acc = _mm256_setzero_ps();
-    let mut summs = 0f32;
+    let mut acc = [_mm256_setzero_ps(); N];
+    let mut summs = [0f32; N];
     let (mut dv, mut mv) = ([0f32; 8], [0f32; 8]);
     let mut i = 0;
     while i < nb {
@@ -133,28 +136,48 @@ unsafe fn packed_blocks<const QB: usize, const MINS: bool>(
             }
         }
         for k in 0..n {
-            let y = act.get_unchecked(i + k);
-            let d = _mm256_set1_ps(dv[k] * y.d);
-            acc = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(products(qp.add(QB * (i + k)), y)), acc);
-            if MINS {
-                summs += mv[k] * y.s;
+            let w = weights(qp.add(QB * (i + k)));
+            for t in 0..N {
+                let y = acts[t].get_unchecked(i + k);
+                let d = _mm256_set1_ps(dv[k] * y.d);
+                acc[t] = _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(products(w, y)), acc[t]);
+                if MINS {
+                    summs[t] += mv[k] * y.s;
+                }
             }
         }
         i += n;
     }
-    hsum(acc) + summs
+    let mut out = [0f32; N];
+    for t in 0..N {
+        out[t] = hsum(acc[t]) + summs[t];
+    }
+    out
 }
 
 #[inline(always)]
-unsafe fn q4_0<M: MulSum>(row: &[u8], act: &[Q8Block]) -> f32 {
-    packed_blocks::<16, false>(row, act, |q, y| {
-        mul_sum_i8_i8::<M>(_mm256_sub_epi8(nibbles(q), _mm256_set1_epi8(8)), act_bytes(y))
-    })
+unsafe fn q4_0<M: MulSum, const N: usize>(row: &[u8], acts: [&[Q8Block]; N]) -> [f32; N] {
+    packed_blocks::<16, false, N>(
+        row,
+        acts,
+        |q| _mm256_sub_epi8(nibbles(q), _mm256_set1_epi8(8)),
+        |w, y| mul_sum_i8_i8::<M>(w, act_bytes(y)),
+    )
 }
 
 #[inline(always)]
-unsafe fn q4_1<M: MulSum>(row: &[u8], act: &[Q8Block]) -> f32 {
-    packed_blocks::<16, true>(row, act, |q, y| M::mul_sum_u8_i8(nibbles(q), act_bytes(y)))
+unsafe fn q4_1<M: MulSum, const N: usize>(row: &[u8], acts: [&[Q8Block]; N]) -> [f32; N] {
+    packed_blocks::<16, true, N>(row, acts, |q| nibbles(q), |w, y| M::mul_sum_u8_i8(w, act_bytes(y)))
+}
+
+#[inline(always)]
+unsafe fn q8_0<M: MulSum, const N: usize>(row: &[u8], acts: [&[Q8Block]; N]) -> [f32; N] {
+    packed_blocks::<32, false, N>(
+        row,
+        acts,
+        |q| _mm256_loadu_si256(q as *const __m256i),
+        |w, y| mul_sum_i8_i8::<M>(w, act_bytes(y)),
+    )
 }
 
 #[inline(always)]
@@ -184,12 +207,7 @@ unsafe fn q5_1<M: MulSum>(row: &[u8], act: &[Q8Block]) -> f32 {
     )
 }
 
-#[inline(always)]
-unsafe fn q8_0<M: MulSum>(row: &[u8], act: &[Q8Block]) -> f32 {
-    packed_blocks::<32, false>(row, act, |q, y| mul_sum_i8_i8::<M>(_mm256_loadu_si256(q as *const __m256i), act_bytes(y)))
-}
-
-macro_rules! instantiate {
+macro_rules! plain {
     ($features:literal, $m:ty, $($name:ident => $kernel:ident),*) => {
         $(
             /// See the generic kernel of the same format.
@@ -204,13 +222,40 @@ macro_rules! instantiate {
     };
 }
 
-instantiate!("avx2,fma,f16c", Avx2, q4_0_avx2 => q4_0, q4_1_avx2 => q4_1, q5_0_avx2 => q5_0, q5_1_avx2 => q5_1, q8_0_avx2 => q8_0);
-instantiate!(
+macro_rules! packed {
+    ($features:literal, $m:ty, $($one:ident, $four:ident => $kernel:ident),*) => {
+        $(
+            /// See the generic kernel of the same format (one token).
+            ///
+            /// # Safety
+            /// The CPU must have the target features.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $one(row: &[u8], act: &[Q8Block]) -> f32 {
+                $kernel::<$m, 1>(row, [act])[0]
+            }
+
+            /// See the generic kernel of the same format (four tokens).
+            ///
+            /// # Safety
+            /// The CPU must have the target features.
+            #[target_feature(enable = $features)]
+            pub(super) unsafe fn $four(row: &[u8], acts: [&[Q8Block]; 4]) -> [f32; 4] {
+                $kernel::<$m, 4>(row, acts)
+            }
+        )*
+    };
+}
+
+plain!("avx2,fma,f16c", Avx2, q5_0_avx2 => q5_0, q5_1_avx2 => q5_1);
+plain!("avx2,fma,f16c,avx512f,avx512vl,avx512vnni", Vnni, q5_0_vnni => q5_0, q5_1_vnni => q5_1);
+packed!("avx2,fma,f16c", Avx2, q4_0_avx2, q4_0_avx2_x4 => q4_0, q4_1_avx2, q4_1_avx2_x4 => q4_1, q8_0_avx2, q8_0_avx2_x4 => q8_0);
+packed!(
     "avx2,fma,f16c,avx512f,avx512vl,avx512vnni",
     Vnni,
-    q4_0_vnni => q4_0,
-    q4_1_vnni => q4_1,
-    q5_0_vnni => q5_0,
-    q5_1_vnni => q5_1,
-    q8_0_vnni => q8_0
+    q4_0_vnni,
+    q4_0_vnni_x4 => q4_0,
+    q4_1_vnni,
+    q4_1_vnni_x4 => q4_1,
+    q8_0_vnni,
+    q8_0_vnni_x4 => q8_0
 );
