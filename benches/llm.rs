@@ -1,6 +1,8 @@
 //! SmolLM2-135M-Instruct (GGUF Q4_1) on the CPU, in both precisions of the
 //! llm module: `f32` (weights dequantized at load, plain f32 matmuls) and
-//! `quantized` (candle's Q4_1 kernels).
+//! `quantized` (the weights in their format on flow's kernels, 8-bit
+//! activations). The side-by-side comparison with llama.cpp through the CLI
+//! is `benches/compare/llm.py`.
 //!
 //! Run: `RAYON_NUM_THREADS=1 cargo bench --bench llm` (and with
 //! `RAYON_NUM_THREADS=2` for the 2-thread numbers). The model
@@ -15,8 +17,10 @@
 //!   `feed`; end-of-text does not stop them), positions 128 to 160;
 //!   criterion reports generated tokens/s.
 //!
-//! The quantized cases take about 3.5 minutes of the bench's 4-5 (at 1
-//! thread): each decode run pays a 9 s quantized prefill first.
+//! * `llm/quantized/second_question`: the prompt with its last 16 tokens
+//!   changed (another question over the same context), prefilled after the
+//!   first prompt's state is in the model's prefix cache: only the changed
+//!   tokens are fed.
 //!
 //! Besides criterion's wall-clock figures, each case prints to stderr its rate
 //! per second of process CPU time (user + system, all threads) and the load
@@ -99,6 +103,26 @@ fn llm(c: &mut Criterion) {
             })
         });
         meter.report(&format!("llm/{name}/decode"), "tokens");
+
+        if precision == Precision::Quantized {
+            let mut second = prompt.clone();
+            let n = second.len();
+            second[n - 16..].copy_from_slice(&prompt[n - 32..n - 16]);
+            group.throughput(Throughput::Elements(second.len() as u64)).measurement_time(Duration::from_secs(5));
+            let meter = Meter::default();
+            group.bench_function(format!("{name}/second_question"), |b| {
+                b.iter_custom(|iters| {
+                    (0..iters)
+                        .map(|_| {
+                            lm.session_for(n + 1).expect("session").feed_prompt(&prompt, None).expect("first prompt");
+                            let mut session = lm.session_for(n + 1).expect("session");
+                            meter.time(second.len() as u64, || session.feed_prompt(&second, None).expect("second prompt"))
+                        })
+                        .sum()
+                })
+            });
+            meter.report(&format!("llm/{name}/second_question"), "prompt tokens");
+        }
     }
     group.finish();
 }

@@ -212,3 +212,47 @@ fn llm_generate_answers_the_reference_question() {
     assert_eq!(out.get("text").unwrap().as_text().unwrap(), ANSWER);
 }
 
+
+/// A prompt of `n` tokens (the reference prompt's ids repeated) whose last
+/// `tail` tokens differ from the plain repetition.
+fn long_prompt(n: usize, tail: usize) -> Vec<u32> {
+    let base = expected().input_ids;
+    let mut ids: Vec<u32> = base.iter().copied().cycle().take(n).collect();
+    for (i, id) in ids.iter_mut().rev().take(tail).enumerate() {
+        *id = 4000 + i as u32;
+    }
+    ids
+}
+
+#[test]
+fn a_second_prompt_prefills_only_what_its_stored_prefix_lacks() {
+    let lm = loaded(Precision::Quantized);
+    let full = |ids: &[u32]| lm.session_for(ids.len() + 1).unwrap().feed(ids).unwrap();
+    let (first, second) = (long_prompt(150, 0), long_prompt(150, 10));
+    let dir = tempfile::tempdir().unwrap();
+    let memo = || lm.prefix_memo(dir.path(), "fingerprint").unwrap();
+
+    // The first prompt stores its state; the second reuses the 140 tokens
+    // they share from the model's memory, and gets exactly what a full
+    // prefill gives.
+    let (_, reused) = lm.session_for(160).unwrap().feed_prompt(&first, Some(&memo())).unwrap();
+    assert_eq!(reused, 0);
+    let (logits, reused) = lm.session_for(160).unwrap().feed_prompt(&second, Some(&memo())).unwrap();
+    assert_eq!(reused, 140);
+    assert_eq!(logits, full(&second));
+
+    // A new process has only the disk memo: the longest stored checkpoint
+    // (128 tokens) is reused.
+    let fresh = LanguageModel::load(&model().path, &Device::Cpu, Precision::Quantized).unwrap();
+    let memo = fresh.prefix_memo(dir.path(), "fingerprint").unwrap();
+    let mut third = long_prompt(150, 0);
+    third[130] = 7;
+    let (logits, reused) = fresh.session_for(160).unwrap().feed_prompt(&third, Some(&memo)).unwrap();
+    assert_eq!(reused, 128);
+    assert_eq!(logits, full(&third));
+    // Not read when reading is off (`--no-cache`).
+    let other = LanguageModel::load(&model().path, &Device::Cpu, Precision::Quantized).unwrap();
+    let memo = other.prefix_memo(dir.path(), "fingerprint").unwrap().reading(false);
+    let (_, reused) = other.session_for(160).unwrap().feed_prompt(&first, Some(&memo)).unwrap();
+    assert_eq!(reused, 0);
+}

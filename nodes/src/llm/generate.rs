@@ -8,6 +8,7 @@ use flow_engine::models::ResolvedModel;
 use flow_engine::{Cost, Inputs, Op, OpContext, OpSpec, Outputs, PortSpec, Value, ValueType};
 
 use super::model::{LanguageModel, LoadPlan, Precision};
+use super::prefix::PrefixMemo;
 use super::sampling::{Sampler, SamplingParams, StopStrings};
 use super::tokenizer::TokenStream;
 
@@ -46,6 +47,8 @@ pub struct Generation {
     pub finish: FinishReason,
     /// Tokens in the prompt.
     pub prompt_tokens: usize,
+    /// Prompt tokens whose KV state came from a stored prefix (not fed).
+    pub prefix_tokens: usize,
     /// Time to feed the prompt.
     pub prefill: Duration,
     /// Time of the single-token steps after the prompt.
@@ -55,9 +58,9 @@ pub struct Generation {
 }
 
 impl Generation {
-    /// Prompt tokens per second.
+    /// Prompt tokens fed per second (those from a stored prefix excluded).
     pub fn prefill_rate(&self) -> f64 {
-        self.prompt_tokens as f64 / self.prefill.as_secs_f64().max(1e-9)
+        (self.prompt_tokens - self.prefix_tokens) as f64 / self.prefill.as_secs_f64().max(1e-9)
     }
 
     /// Generated tokens per second after the prompt.
@@ -70,10 +73,13 @@ impl Generation {
 /// text that token releases (often empty: a partial character, or a possible
 /// start of a stop string, is held back) and the count of generated tokens;
 /// an error from it (e.g. cancellation) ends generation with that error.
+/// The prompt reuses the longest stored prefix of it (in the model's memory
+/// or in `memo`, see [`crate::llm::prefix`]).
 pub fn generate(
     lm: &LanguageModel,
     prompt_ids: &[u32],
     options: &GenerateOptions,
+    memo: Option<&PrefixMemo>,
     on_step: &mut dyn FnMut(&str, usize) -> Result<()>,
 ) -> Result<Generation> {
     options.sampling.validate()?;
@@ -84,9 +90,9 @@ pub fn generate(
             lm.context_length()
         );
     }
-    let mut session = lm.session()?;
+    let mut session = lm.session_for(prompt_ids.len() + options.max_tokens)?;
     let t0 = Instant::now();
-    let mut logits = session.feed(prompt_ids)?;
+    let (mut logits, prefix_tokens) = session.feed_prompt(prompt_ids, memo)?;
     let prefill = t0.elapsed();
 
     let t1 = Instant::now();
@@ -153,6 +159,7 @@ pub fn generate(
         tokens,
         finish,
         prompt_tokens: prompt_ids.len(),
+        prefix_tokens,
         prefill,
         decode: t1.elapsed(),
         decode_steps,
@@ -302,7 +309,11 @@ impl Op for Generate {
         let ids = lm.prompt_ids(inputs.text("prompt")?, inputs.opt_text("system")?, inputs.bool("chat")?)?;
         ctx.check_cancelled()?;
         let total = options.max_tokens as u64;
-        let generation = generate(&lm, &ids, &options, &mut |piece, n| {
+        let memo = ctx
+            .memo_dir("kv-prefix")
+            .and_then(|root| lm.prefix_memo(&root, &model.fingerprint))
+            .map(|m| m.reading(ctx.memo_reads()));
+        let generation = generate(&lm, &ids, &options, memo.as_ref(), &mut |piece, n| {
             if !piece.is_empty() {
                 ctx.token(piece);
             }
@@ -310,9 +321,10 @@ impl Op for Generate {
             ctx.check_cancelled()
         })?;
         ctx.message(&format!(
-            "{}: prompt {} tokens at {:.1} tok/s, answer {} tokens at {:.1} tok/s ({:?})",
+            "{}: prompt {} tokens ({} from the prefix cache) at {:.1} tok/s, answer {} tokens at {:.1} tok/s ({:?})",
             lm.description(),
             generation.prompt_tokens,
+            generation.prefix_tokens,
             generation.prefill_rate(),
             generation.tokens.len(),
             generation.decode_rate(),

@@ -11,32 +11,17 @@
 //!
 //! # GGUF precision (`precision` input)
 //!
-//! candle's Q4_1 kernels quantize the activations to 8 bits; on SmolLM2's
-//! reference prompt that flips the near-tied first token ("L'Étoile, la
-//! Marseillaise, ..." instead of "The capital of France is Paris.", see
-//! `tests/fixtures/smollm2/README.md`). Weights dequantized to f32 at load
-//! reproduce transformers' logits (within 6e-5) and answer. Measured on
-//! SmolLM2-135M-Instruct Q4_1, release build, 2-core AMD EPYC (AVX-512), with
-//! `cargo bench --bench llm` (prefill = a 128-token chat prompt; decode = 32
-//! single-token steps after it):
-//!
-//! | precision | threads | prefill tok/s | decode tok/s | answer |
-//! |---|---|---|---|---|
-//! | f32 | 1 | 338 | 34 - 40 | The capital of France is Paris. |
-//! | f32 | 2 | 399 | 36 | same |
-//! | quantized | 1 | 15 | 13.5 | L'Étoile, la Marseillaise, la femme, ... |
-//! | quantized | 2 | 29 | 25 | same |
-//!
-//! (llama.cpp decodes 42 tok/s on one thread and 71 on two.) candle 0.11
-//! has no SIMD kernel for Q4_1 (`vec_dot_unopt` is 80% of the quantized
-//! profile), so f32 wins on speed as well as on quality while the f32
-//! weights are small: [`Precision::Auto`] picks f32 up to
-//! [`AUTO_F32_MAX_BYTES`] (2 GiB, about 500M parameters) and the quantized
-//! kernels beyond, where f32 would not fit comfortably in memory.
+//! `quantized` (and `auto`): the weights stay in their GGUF format and run on
+//! [`crate::kernels::quant`] with 8-bit activations, as llama.cpp runs them
+//! ([`quantized`]); on SmolLM2's reference prompt the greedy tokens equal
+//! llama.cpp's. `f32`: dequantized at load, candle's `quantized_llama` on f32
+//! tensors, transformers' numerics. See the README for the measured speeds
+//! against llama.cpp (`benches/compare/llm.py`).
 
 mod chat;
 mod generate;
 mod model;
+pub mod prefix;
 pub mod quantized;
 mod sampling;
 mod tiny;

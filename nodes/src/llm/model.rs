@@ -17,6 +17,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File};
 use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Context, Result};
 use candle_core::quantized::gguf_file::{Content, TensorInfo};
@@ -28,10 +29,15 @@ use candle_transformers::models::{llama, quantized_llama, qwen2};
 use serde_json::Value as Json;
 
 use super::chat::{ChatTemplate, Message};
+use super::prefix::{PrefixCache, PrefixMemo, CHECKPOINT};
 use super::quantized::{QLlama, QSession};
 use crate::kernels::pool::Pool;
 use crate::kernels::quant::Isa;
 use super::tokenizer::{value_u32, TextTokenizer};
+
+/// Bumped when the quantized path's keys and values change for the same
+/// weights and tokens: stored prefixes of older versions are not used.
+const QUANTIZED_KV_VERSION: &str = "kv1";
 
 /// Prompts are fed to the model in chunks of this many tokens, which bounds
 /// the memory of the attention scores.
@@ -181,6 +187,9 @@ pub struct LanguageModel {
     context: usize,
     precision: Precision,
     description: String,
+    /// Recent prompts' KV states (quantized path), shared by the runs that
+    /// use this loaded model.
+    prefixes: PrefixCache,
 }
 
 impl std::fmt::Debug for LanguageModel {
@@ -287,6 +296,16 @@ impl LanguageModel {
         Ok(ids)
     }
 
+    /// The on-disk prompt-prefix memo of this model under `root` (a memo
+    /// folder of the cache), named by the model's `fingerprint`; only the
+    /// quantized path keeps one.
+    pub fn prefix_memo(&self, root: &Path, fingerprint: &str) -> Option<PrefixMemo> {
+        let Weights::Quantized(m) = &self.weights else { return None };
+        let c = m.config();
+        let name = format!("{}-{}", &fingerprint[..fingerprint.len().min(32)], QUANTIZED_KV_VERSION);
+        Some(PrefixMemo::new(root.join(name), c.layers, c.kv_heads * c.head_dim))
+    }
+
     /// A fresh generation state (empty KV cache) for the whole context.
     pub fn session(&self) -> Result<Session<'_>> {
         self.session_for(self.context)
@@ -373,6 +392,53 @@ impl Session<'_> {
     pub fn position(&self) -> usize {
         self.position
     }
+
+    /// Feeds a prompt to a fresh session, reusing the KV state of the
+    /// longest prefix of it that the model's in-memory prefix cache or
+    /// `memo` (on disk) holds, and keeping this prompt's state in both.
+    /// Returns the logits and how many prompt tokens came from a stored
+    /// prefix (only the quantized path keeps prefixes).
+    pub fn feed_prompt(&mut self, ids: &[u32], memo: Option<&PrefixMemo>) -> Result<(Vec<f32>, usize)> {
+        let State::Quantized(q) = &mut self.state else {
+            return Ok((self.feed(ids)?, 0));
+        };
+        if self.position != 0 || ids.is_empty() {
+            bail!("a prompt is fed to a fresh session");
+        }
+        // At least the last token is fed: its logits are the answer's start.
+        let limit = ids.len() - 1;
+        let memory = self.lm.prefixes.longest(ids).map(|(p, n)| (p, n.min(limit)));
+        let disk = match (&memory, memo) {
+            (Some((_, n)), _) if *n >= limit / CHECKPOINT * CHECKPOINT => None,
+            (_, Some(memo)) => memo.longest(&ids[..limit]).map(|p| {
+                let n = p.tokens.len();
+                (Arc::new(p), n)
+            }),
+            _ => None,
+        };
+        let best = match (memory, disk) {
+            (Some(m), Some(d)) => Some(if d.1 > m.1 { d } else { m }),
+            (m, d) => m.or(d),
+        };
+        let reused = match best {
+            Some((p, n)) if n > 0 => {
+                q.restore(&p, n)?;
+                n
+            }
+            _ => 0,
+        };
+        self.position = reused;
+        let logits = self.feed(&ids[reused..])?;
+        if let State::Quantized(q) = &self.state {
+            let state = Arc::new(q.snapshot());
+            if let Some(memo) = memo {
+                // Only a recompute is lost when the memo cannot be written.
+                let _ = memo.store(&state);
+            }
+            self.lm.prefixes.insert(state);
+        }
+        Ok((logits, reused))
+    }
 }
 
 /// Opens a GGUF file (buffered: the metadata is read in many small pieces).
@@ -446,6 +512,7 @@ fn load_gguf(path: &Path, device: &Device, precision: Precision) -> Result<Langu
         context,
         precision: if precision == Precision::F32 { Precision::F32 } else { Precision::Quantized },
         description,
+        prefixes: PrefixCache::default(),
     })
 }
 
@@ -665,6 +732,7 @@ fn load_hf(dir: &Path, device: &Device) -> Result<LanguageModel> {
         context,
         precision: Precision::F32,
         description: format!("{model_type} safetensors in f32"),
+        prefixes: PrefixCache::default(),
     })
 }
 

@@ -38,7 +38,7 @@ fn options(max_tokens: usize, sampling: SamplingParams) -> GenerateOptions {
 fn run(options: &GenerateOptions) -> Generation {
     let lm = &tiny().lm;
     let ids = lm.prompt_ids(PROMPT, None, true).unwrap();
-    generate(lm, &ids, options, &mut |_, _| Ok(())).unwrap()
+    generate(lm, &ids, options, None, &mut |_, _| Ok(())).unwrap()
 }
 
 fn sampled(seed: u64) -> SamplingParams {
@@ -111,7 +111,7 @@ fn a_stop_string_ends_the_answer_before_it() {
     let mut streamed = String::new();
     let lm = &tiny().lm;
     let ids = lm.prompt_ids(PROMPT, None, true).unwrap();
-    let got = generate(lm, &ids, &opts, &mut |piece, _| {
+    let got = generate(lm, &ids, &opts, None, &mut |piece, _| {
         streamed.push_str(piece);
         Ok(())
     })

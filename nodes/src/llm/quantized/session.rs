@@ -11,6 +11,7 @@ use super::ops::{rms_norm, rope, silu_mul};
 use super::weights::QLlama;
 use crate::kernels::pool::Pool;
 use crate::kernels::quant::Acts;
+use crate::llm::prefix::KvPrefix;
 
 /// Per-token buffers, sized for a batch of tokens.
 #[derive(Default)]
@@ -37,6 +38,8 @@ pub struct QSession<'m> {
     v_cache: Vec<f16>,
     capacity: usize,
     position: usize,
+    /// The tokens fed so far.
+    tokens: Vec<u32>,
     scratch: Scratch,
     pool: &'m Pool,
 }
@@ -64,6 +67,7 @@ impl<'m> QSession<'m> {
             v_cache: vec![f16::ZERO; per_layer * c.layers],
             capacity,
             position: 0,
+            tokens: Vec::with_capacity(capacity),
             scratch: Scratch { acts, ..Scratch::default() },
             pool,
         }
@@ -77,6 +81,36 @@ impl<'m> QSession<'m> {
     /// Bytes of the KV cache.
     pub fn cache_bytes(&self) -> usize {
         2 * 2 * self.k_cache.len()
+    }
+
+    /// The KV state of the tokens fed so far.
+    pub fn snapshot(&self) -> KvPrefix {
+        let c = &self.model.config;
+        let kv_dim = c.kv_heads * c.head_dim;
+        let copy = |cache: &[f16]| -> Vec<f16> {
+            (0..c.layers)
+                .flat_map(|l| cache[l * self.capacity * kv_dim..(l * self.capacity + self.position) * kv_dim].iter().copied())
+                .collect()
+        };
+        KvPrefix { tokens: self.tokens.clone(), k: copy(&self.k_cache), v: copy(&self.v_cache) }
+    }
+
+    /// Starts a fresh session from the first `n` positions of `prefix`.
+    pub fn restore(&mut self, prefix: &KvPrefix, n: usize) -> Result<()> {
+        let c = &self.model.config;
+        let kv_dim = c.kv_heads * c.head_dim;
+        let len = prefix.tokens.len();
+        if self.position != 0 || n > len || n > self.capacity || prefix.k.len() != c.layers * len * kv_dim {
+            bail!("a stored prompt prefix does not fit this session");
+        }
+        for l in 0..c.layers {
+            let (src, dst) = (l * len * kv_dim, l * self.capacity * kv_dim);
+            self.k_cache[dst..dst + n * kv_dim].copy_from_slice(&prefix.k[src..src + n * kv_dim]);
+            self.v_cache[dst..dst + n * kv_dim].copy_from_slice(&prefix.v[src..src + n * kv_dim]);
+        }
+        self.tokens.extend_from_slice(&prefix.tokens[..n]);
+        self.position = n;
+        Ok(())
     }
 
     /// Feeds `tokens` after the ones fed so far; returns the logits that
@@ -148,6 +182,7 @@ impl<'m> QSession<'m> {
             s.x.iter_mut().zip(&s.o).for_each(|(x, o)| *x += o);
         }
         self.position += n;
+        self.tokens.extend_from_slice(tokens);
         // Logits of the last token only.
         let s = &mut self.scratch;
         let last = &s.x[(n - 1) * dim..n * dim];
