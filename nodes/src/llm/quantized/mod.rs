@@ -5,9 +5,9 @@
 //! preallocated for the run's context and kept in f16 as llama.cpp keeps
 //! it. The weights take what the file takes; nothing is dequantized at load.
 //!
-//! * [`weights`]: reading the GGUF tensors into [`QMatrix`]es;
-//! * [`session`]: the KV cache and the forward pass over a batch of tokens;
-//! * [`ops`]: the element-wise pieces (RMSNorm, RoPE, SiLU-gate, softmax).
+//! * `weights`: reading the GGUF tensors into [`QMatrix`]es;
+//! * `session`: the KV cache and the forward pass over a batch of tokens;
+//! * `attention`, `ops`: attention over the f16 cache, RMSNorm, RoPE, SiLU-gate.
 
 mod attention;
 mod ops;
