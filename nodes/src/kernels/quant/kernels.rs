@@ -1,5 +1,7 @@
 //! The dot product kernel of each format, chosen once for this CPU: AVX-512
-//! VNNI, else AVX2 (with FMA and F16C), else the portable scalar code.
+//! VNNI, else AVX2 (with FMA and F16C), else the portable scalar code. The
+//! float formats (F16, BF16, F32, rare in GGUF weight matrices) use the
+//! scalar code everywhere.
 
 use super::act::{Q8Block, Q8KBlock};
 use super::formats::Format;
@@ -119,6 +121,22 @@ macro_rules! safe_quads {
 #[cfg(target_arch = "x86_64")]
 safe_quads!(q4_0_avx2_x4, q4_1_avx2_x4, q8_0_avx2_x4, q4_0_vnni_x4, q4_1_vnni_x4, q8_0_vnni_x4);
 
+#[cfg(target_arch = "x86_64")]
+macro_rules! safe_k {
+    ($($name:ident),*) => {
+        $(
+            /// Only handed out by [`kernel`] when the CPU has its features.
+            fn $name(row: &[u8], act: &[Q8KBlock]) -> f32 {
+                // SAFETY: as for the other kernels.
+                unsafe { super::x86::$name(row, act) }
+            }
+        )*
+    };
+}
+
+#[cfg(target_arch = "x86_64")]
+safe_k!(q4_k_avx2, q5_k_avx2, q6_k_avx2, q4_k_vnni, q5_k_vnni, q6_k_vnni);
+
 /// The kernel of `format` for `isa` (which must be one of
 /// [`Isa::available`]).
 pub fn kernel(format: Format, isa: Isa) -> Kernel {
@@ -139,6 +157,18 @@ pub fn kernel(format: Format, isa: Isa) -> Kernel {
         };
         if let Some((one, four)) = simd {
             return Kernel::Q8(one, four);
+        }
+        let k = match (isa, format) {
+            (Isa::Avx2, Format::Q4K) => Some(q4_k_avx2 as fn(&[u8], &[Q8KBlock]) -> f32),
+            (Isa::Avx2, Format::Q5K) => Some(q5_k_avx2 as _),
+            (Isa::Avx2, Format::Q6K) => Some(q6_k_avx2 as _),
+            (Isa::Vnni, Format::Q4K) => Some(q4_k_vnni as _),
+            (Isa::Vnni, Format::Q5K) => Some(q5_k_vnni as _),
+            (Isa::Vnni, Format::Q6K) => Some(q6_k_vnni as _),
+            _ => None,
+        };
+        if let Some(f) = k {
+            return Kernel::Q8K(f);
         }
     }
     let _ = isa;

@@ -1,12 +1,13 @@
 //! x86-64 dot products of one weight row with 8-bit activations, for the
-//! 32-value formats: AVX2 (`maddubs` + `madd`) and AVX-512 VNNI (`vpdpbusd`
-//! on 256-bit vectors). One generic kernel per format, instantiated inside
+//! 32-value formats and the k-quants: AVX2 (`maddubs` + `madd`) and AVX-512
+//! VNNI (`vpdpbusd` on 256-bit vectors). One generic kernel per format, instantiated inside
 //! `#[target_feature]` functions that [`super::kernels`] picks at run time;
 //! each is tested against [`super::scalar`].
 
 use std::arch::x86_64::*;
 
-use super::act::Q8Block;
+use super::act::{Q8Block, Q8KBlock};
+use super::formats::scale_min_k4;
 
 /// Multiplies 32 unsigned bytes by 32 signed bytes and sums each group of
 /// four products into 8 i32 lanes.
@@ -206,6 +207,125 @@ unsafe fn q5_1<M: MulSum>(row: &[u8], act: &[Q8Block]) -> f32 {
         |p, y| half(p.add(2)) * y.s,
     )
 }
+
+#[inline(always)]
+unsafe fn load32(p: *const u8) -> __m256i {
+    _mm256_loadu_si256(p as *const __m256i)
+}
+
+/// Bit `k` of every byte of `x`, as 0 or 1.
+#[inline(always)]
+unsafe fn bit(x: __m256i, k: i32) -> __m256i {
+    _mm256_and_si256(_mm256_srl_epi16(x, _mm_cvtsi32_si128(k)), _mm256_set1_epi8(1))
+}
+
+/// Q4_K (`FIVE` false) or Q5_K (`FIVE` true) rows: per 256-value block, the
+/// integer sums of each 32-value sub-block times its 6-bit scale, in 8 i32
+/// lanes, then `d` and the minimums' term `dmin * sum(m * bsums)`.
+#[inline(always)]
+unsafe fn q45_k<M: MulSum, const FIVE: bool>(row: &[u8], act: &[Q8KBlock]) -> f32 {
+    let bb = if FIVE { 176 } else { 144 };
+    let mut acc = _mm256_setzero_ps();
+    let mut mins_term = 0f32;
+    let low = _mm256_set1_epi8(0x0F);
+    for (b, y) in row.chunks_exact(bb).zip(act) {
+        let p = b.as_ptr();
+        let scales = &b[4..16];
+        let (qh, qs) = if FIVE { (p.add(16), p.add(48)) } else { (p, p.add(16)) };
+        let high = if FIVE { load32(qh) } else { _mm256_setzero_si256() };
+        let mut sumi = _mm256_setzero_si256();
+        let mut mins = 0i32;
+        for g in 0..4 {
+            let (sc0, m0) = scale_min_k4(2 * g, scales);
+            let (sc1, m1) = scale_min_k4(2 * g + 1, scales);
+            mins += i32::from(m0) * (i32::from(y.bsums[4 * g]) + i32::from(y.bsums[4 * g + 1]))
+                + i32::from(m1) * (i32::from(y.bsums[4 * g + 2]) + i32::from(y.bsums[4 * g + 3]));
+            let q = load32(qs.add(32 * g));
+            let mut lo = _mm256_and_si256(q, low);
+            let mut hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), low);
+            if FIVE {
+                lo = _mm256_or_si256(lo, _mm256_slli_epi16(bit(high, 2 * g as i32), 4));
+                hi = _mm256_or_si256(hi, _mm256_slli_epi16(bit(high, 2 * g as i32 + 1), 4));
+            }
+            let a = y.qs.as_ptr().add(64 * g);
+            let p0 = _mm256_mullo_epi32(M::mul_sum_u8_i8(lo, load32(a as *const u8)), _mm256_set1_epi32(i32::from(sc0)));
+            let p1 = _mm256_mullo_epi32(M::mul_sum_u8_i8(hi, load32(a.add(32) as *const u8)), _mm256_set1_epi32(i32::from(sc1)));
+            sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p0, p1));
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(half(p) * y.d), _mm256_cvtepi32_ps(sumi), acc);
+        mins_term += half(p.add(2)) * y.d * mins as f32;
+    }
+    hsum(acc) - mins_term
+}
+
+/// Q6_K rows: 6-bit values (stored unsigned, minus 32), one signed 8-bit
+/// scale per 16 values.
+#[inline(always)]
+unsafe fn q6_k<M: MulSum>(row: &[u8], act: &[Q8KBlock]) -> f32 {
+    let mut acc = _mm256_setzero_ps();
+    let (low, two) = (_mm256_set1_epi8(0x0F), _mm256_set1_epi8(3));
+    let m32 = _mm256_set1_epi8(32);
+    for (b, y) in row.chunks_exact(210).zip(act) {
+        let p = b.as_ptr();
+        let mut sumi = _mm256_setzero_si256();
+        for half_block in 0..2 {
+            let ql = p.add(64 * half_block);
+            let qh = load32(p.add(128 + 32 * half_block));
+            let sc = p.add(192 + 8 * half_block) as *const i8;
+            let (ql0, ql1) = (load32(ql), load32(ql.add(32)));
+            let bits = |k: i32| _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(k)), two);
+            let values = [
+                _mm256_or_si256(_mm256_and_si256(ql0, low), _mm256_slli_epi16(bits(0), 4)),
+                _mm256_or_si256(_mm256_and_si256(ql1, low), _mm256_slli_epi16(bits(2), 4)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql0, 4), low), _mm256_slli_epi16(bits(4), 4)),
+                _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(ql1, 4), low), _mm256_slli_epi16(bits(6), 4)),
+            ];
+            for (k, v) in values.into_iter().enumerate() {
+                let a = load32(y.qs.as_ptr().add(128 * half_block + 32 * k) as *const u8);
+                let dot = _mm256_sub_epi32(M::mul_sum_u8_i8(v, a), M::mul_sum_u8_i8(m32, a));
+                // Lanes 0-3 hold values 0-15 of the 32, lanes 4-7 values 16-31.
+                let (s0, s1) = (i32::from(*sc.add(2 * k)), i32::from(*sc.add(2 * k + 1)));
+                sumi = _mm256_add_epi32(sumi, _mm256_mullo_epi32(dot, _mm256_setr_epi32(s0, s0, s0, s0, s1, s1, s1, s1)));
+            }
+        }
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(half(p.add(208)) * y.d), _mm256_cvtepi32_ps(sumi), acc);
+    }
+    hsum(acc)
+}
+
+macro_rules! k_quants {
+    ($features:literal, $m:ty, $q4:ident, $q5:ident, $q6:ident) => {
+        /// Q4_K; see the generic kernel.
+        ///
+        /// # Safety
+        /// The CPU must have the target features.
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $q4(row: &[u8], act: &[Q8KBlock]) -> f32 {
+            q45_k::<$m, false>(row, act)
+        }
+
+        /// Q5_K; see the generic kernel.
+        ///
+        /// # Safety
+        /// The CPU must have the target features.
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $q5(row: &[u8], act: &[Q8KBlock]) -> f32 {
+            q45_k::<$m, true>(row, act)
+        }
+
+        /// Q6_K; see the generic kernel.
+        ///
+        /// # Safety
+        /// The CPU must have the target features.
+        #[target_feature(enable = $features)]
+        pub(super) unsafe fn $q6(row: &[u8], act: &[Q8KBlock]) -> f32 {
+            q6_k::<$m>(row, act)
+        }
+    };
+}
+
+k_quants!("avx2,fma,f16c", Avx2, q4_k_avx2, q5_k_avx2, q6_k_avx2);
+k_quants!("avx2,fma,f16c,avx512f,avx512vl,avx512vnni", Vnni, q4_k_vnni, q5_k_vnni, q6_k_vnni);
 
 macro_rules! plain {
     ($features:literal, $m:ty, $($name:ident => $kernel:ident),*) => {
