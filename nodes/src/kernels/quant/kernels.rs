@@ -88,54 +88,29 @@ fn f32(row: &[u8], x: &[f32]) -> f32 {
     scalar::float(Format::F32, row, x)
 }
 
+/// Safe wrappers of the `#[target_feature]` kernels, with the signature
+/// given; only handed out by [`kernel`] for an instruction set that
+/// [`Isa::best`] detected on this CPU.
 #[cfg(target_arch = "x86_64")]
-macro_rules! safe_wrappers {
-    ($($name:ident),*) => {
+macro_rules! safe {
+    (($($arg:ident: $ty:ty),*) -> $ret:ty: $($name:ident),*) => {
         $(
-            /// Only handed out by [`kernel`] when the CPU has its features.
-            fn $name(row: &[u8], act: &[Q8Block]) -> f32 {
-                // SAFETY: `kernel` returns this only for an `Isa` that
-                // `Isa::best` detected on this CPU.
-                unsafe { super::x86::$name(row, act) }
+            fn $name($($arg: $ty),*) -> $ret {
+                // SAFETY: see the macro's documentation.
+                unsafe { super::x86::$name($($arg),*) }
             }
         )*
     };
 }
 
 #[cfg(target_arch = "x86_64")]
-safe_wrappers!(q4_0_avx2, q4_1_avx2, q5_0_avx2, q5_1_avx2, q8_0_avx2, q4_0_vnni, q4_1_vnni, q5_0_vnni, q5_1_vnni, q8_0_vnni);
-
+safe!((row: &[u8], act: &[Q8Block]) -> f32:
+    q4_0_avx2, q4_1_avx2, q5_0_avx2, q5_1_avx2, q8_0_avx2, q4_0_vnni, q4_1_vnni, q5_0_vnni, q5_1_vnni, q8_0_vnni);
 #[cfg(target_arch = "x86_64")]
-macro_rules! safe_quads {
-    ($($name:ident),*) => {
-        $(
-            /// Only handed out by [`kernel`] when the CPU has its features.
-            fn $name(row: &[u8], acts: [&[Q8Block]; 4]) -> [f32; 4] {
-                // SAFETY: as for the single-token kernels.
-                unsafe { super::x86::$name(row, acts) }
-            }
-        )*
-    };
-}
-
+safe!((row: &[u8], acts: [&[Q8Block]; 4]) -> [f32; 4]:
+    q4_0_avx2_x4, q4_1_avx2_x4, q8_0_avx2_x4, q4_0_vnni_x4, q4_1_vnni_x4, q8_0_vnni_x4);
 #[cfg(target_arch = "x86_64")]
-safe_quads!(q4_0_avx2_x4, q4_1_avx2_x4, q8_0_avx2_x4, q4_0_vnni_x4, q4_1_vnni_x4, q8_0_vnni_x4);
-
-#[cfg(target_arch = "x86_64")]
-macro_rules! safe_k {
-    ($($name:ident),*) => {
-        $(
-            /// Only handed out by [`kernel`] when the CPU has its features.
-            fn $name(row: &[u8], act: &[Q8KBlock]) -> f32 {
-                // SAFETY: as for the other kernels.
-                unsafe { super::x86::$name(row, act) }
-            }
-        )*
-    };
-}
-
-#[cfg(target_arch = "x86_64")]
-safe_k!(q4_k_avx2, q5_k_avx2, q6_k_avx2, q4_k_vnni, q5_k_vnni, q6_k_vnni);
+safe!((row: &[u8], act: &[Q8KBlock]) -> f32: q4_k_avx2, q5_k_avx2, q6_k_avx2, q4_k_vnni, q5_k_vnni, q6_k_vnni);
 
 /// The kernel of `format` for `isa` (which must be one of
 /// [`Isa::available`]).
