@@ -88,29 +88,30 @@ fn f32(row: &[u8], x: &[f32]) -> f32 {
     scalar::float(Format::F32, row, x)
 }
 
-/// Safe wrappers of the `#[target_feature]` kernels, with the signature
-/// given; only handed out by [`kernel`] for an instruction set that
-/// [`Isa::best`] detected on this CPU.
+// Safe wrappers of the `#[target_feature]` kernels, with the signature
+// given; only handed out by `kernel` for an instruction set that
+// `Isa::best` detected on this CPU.
 #[cfg(target_arch = "x86_64")]
 macro_rules! safe {
-    (($($arg:ident: $ty:ty),*) -> $ret:ty: $($name:ident),*) => {
+    ($params:tt -> $ret:ty, $call:tt: $($name:ident),*) => {
         $(
-            fn $name($($arg: $ty),*) -> $ret {
+            fn $name $params -> $ret {
                 // SAFETY: see the macro's documentation.
-                unsafe { super::x86::$name($($arg),*) }
+                unsafe { super::x86::$name $call }
             }
         )*
     };
 }
 
 #[cfg(target_arch = "x86_64")]
-safe!((row: &[u8], act: &[Q8Block]) -> f32:
+safe!((row: &[u8], act: &[Q8Block]) -> f32, (row, act):
     q4_0_avx2, q4_1_avx2, q5_0_avx2, q5_1_avx2, q8_0_avx2, q4_0_vnni, q4_1_vnni, q5_0_vnni, q5_1_vnni, q8_0_vnni);
 #[cfg(target_arch = "x86_64")]
-safe!((row: &[u8], acts: [&[Q8Block]; 4]) -> [f32; 4]:
+safe!((row: &[u8], acts: [&[Q8Block]; 4]) -> [f32; 4], (row, acts):
     q4_0_avx2_x4, q4_1_avx2_x4, q8_0_avx2_x4, q4_0_vnni_x4, q4_1_vnni_x4, q8_0_vnni_x4);
 #[cfg(target_arch = "x86_64")]
-safe!((row: &[u8], act: &[Q8KBlock]) -> f32: q4_k_avx2, q5_k_avx2, q6_k_avx2, q4_k_vnni, q5_k_vnni, q6_k_vnni);
+safe!((row: &[u8], act: &[Q8KBlock]) -> f32, (row, act):
+    q4_k_avx2, q5_k_avx2, q6_k_avx2, q4_k_vnni, q5_k_vnni, q6_k_vnni);
 
 /// The kernel of `format` for `isa` (which must be one of
 /// [`Isa::available`]).
