@@ -17,13 +17,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::{CpuStorage, Layout, Result};
 
-/// Runs `work(state, i)` for every `i` in `0..n` on up to candle's thread
-/// count (`RAYON_NUM_THREADS`) threads; each thread makes its own `state`
-/// with `init` (scratch buffers). Items are handed out dynamically.
+/// Runs `work(state, i)` for every `i` in `0..n` on the threads of the
+/// persistent worker pool (`RAYON_NUM_THREADS`, as candle); each thread
+/// makes its own `state` with `init` (scratch buffers). Items are handed out
+/// dynamically.
 pub(crate) fn parallel_for<T>(n: usize, init: impl Fn() -> T + Sync, work: impl Fn(&mut T, usize) + Sync) {
-    let threads = candle_core::utils::get_num_threads().min(n);
+    let pool = crate::kernels::pool::Pool::global();
+    let workers = pool.threads().min(n);
     let next = AtomicUsize::new(0);
-    let run = || {
+    let run = |_: usize| {
         let mut state = init();
         loop {
             let i = next.fetch_add(1, Ordering::Relaxed);
@@ -33,16 +35,7 @@ pub(crate) fn parallel_for<T>(n: usize, init: impl Fn() -> T + Sync, work: impl 
             work(&mut state, i);
         }
     };
-    if threads <= 1 {
-        run();
-        return;
-    }
-    std::thread::scope(|s| {
-        for _ in 1..threads {
-            s.spawn(run);
-        }
-        run();
-    });
+    pool.run(workers.max(1), &run);
 }
 
 /// A raw output pointer shared by the threads of [`parallel_for`], each
