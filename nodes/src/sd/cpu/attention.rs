@@ -12,9 +12,10 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 #[cfg(target_arch = "x86_64")]
-use super::simd::Avx2;
-use super::simd::{isa, Isa, Scalar, Simd};
-use super::{f32_data, parallel_for, SharedMut};
+use crate::kernels::simd::Avx2;
+use crate::kernels::simd::{isa, Isa, Scalar, Simd};
+use super::f32_data;
+use crate::kernels::parallel::{parallel_for, SharedMut};
 
 /// Query rows per work item (a multiple of every row tile below).
 const BLOCK: usize = 48;

@@ -4,10 +4,22 @@
 //! built directly from the NCHW input, zero padding and an optional 2x
 //! nearest-neighbour upsampling included, and multiplied by the weights
 //! `(C_out, 9 C + 1)` with candle's GEMM. The result rows are NCHW already.
+//!
+//! Images of at least [`WINOGRAD_MIN_PIXELS`] output pixels (the VAE, the
+//! UNet's first levels) go through Winograd F(4x4, 3x3) instead
+//! ([`crate::kernels::winograd`]), its kernel transformed from the same
+//! matrix on each call (about 1% of the convolution's time; keeping it would
+//! hold 4x the weights' memory). Smaller images keep the im2col GEMM, where
+//! the 36 transformed kernels would be read for too few tiles.
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
-use super::{f32_data, parallel_for, SharedMut};
+use super::f32_data;
+use crate::kernels::parallel::{parallel_for, SharedMut};
+use crate::kernels::winograd::{Activation, Winograd3x3};
+
+/// Output pixels from which a convolution runs as Winograd F(4x4, 3x3).
+const WINOGRAD_MIN_PIXELS: usize = 32 * 32;
 
 /// Upper bound of one im2col band in bytes (a few MB keeps it in the
 /// allocator's reusable range and the GEMM's columns wide).
@@ -87,6 +99,14 @@ pub(crate) fn conv3x3(x: &Tensor, weight: &Tensor, upsample: bool) -> Result<Ten
     let (n, c, h, w) = x.dims4()?;
     let (h, w) = if upsample { (2 * h, 2 * w) } else { (h, w) };
     let cout = weight.dim(0)?;
+    if h * w >= WINOGRAD_MIN_PIXELS {
+        let (storage, layout) = weight.storage_and_layout();
+        let candle_core::Storage::Cpu(storage) = &*storage else {
+            candle_core::bail!("conv3x3: expected CPU weights");
+        };
+        let conv = Winograd3x3::from_gemm_matrix(&f32_data(storage, &layout)?[..cout * (9 * c + 1)], cout, c);
+        return x.apply_op1_no_bwd(&conv.op(upsample, Activation::Identity));
+    }
     let band = (BAND_BYTES / ((9 * c + 1) * w * 4)).clamp(1, h);
     let mut images = Vec::with_capacity(n);
     for image in 0..n {

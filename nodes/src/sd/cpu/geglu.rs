@@ -4,9 +4,10 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
 #[cfg(target_arch = "x86_64")]
-use super::simd::Avx2;
-use super::simd::{gelu_erf, isa, Isa, Scalar, Simd};
-use super::{f32_data, parallel_for, SharedMut};
+use crate::kernels::simd::Avx2;
+use crate::kernels::simd::{gelu_erf, isa, Isa, Scalar, Simd};
+use super::f32_data;
+use crate::kernels::parallel::{parallel_for, SharedMut};
 
 /// Rows per work item.
 const ROWS: usize = 16;

@@ -5,9 +5,10 @@
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
 #[cfg(target_arch = "x86_64")]
-use super::simd::Avx2;
-use super::simd::{silu, Isa, Scalar, Simd};
-use super::{f32_data, parallel_for, SharedMut};
+use crate::kernels::simd::Avx2;
+use crate::kernels::simd::{silu, Isa, Scalar, Simd};
+use super::f32_data;
+use crate::kernels::parallel::{parallel_for, SharedMut};
 
 /// The candle op; holds the affine parameters.
 #[derive(Clone, Debug)]

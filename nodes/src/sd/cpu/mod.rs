@@ -11,50 +11,8 @@ pub(crate) mod attention;
 pub(crate) mod conv;
 pub(crate) mod geglu;
 pub(crate) mod group_norm;
-pub(crate) mod simd;
-
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use candle_core::{CpuStorage, Layout, Result};
-
-/// Runs `work(state, i)` for every `i` in `0..n` on the threads of the
-/// persistent worker pool (`RAYON_NUM_THREADS`, as candle); each thread
-/// makes its own `state` with `init` (scratch buffers). Items are handed out
-/// dynamically.
-pub(crate) fn parallel_for<T>(n: usize, init: impl Fn() -> T + Sync, work: impl Fn(&mut T, usize) + Sync) {
-    let pool = crate::kernels::pool::Pool::global();
-    let workers = pool.threads().min(n);
-    let next = AtomicUsize::new(0);
-    let run = |_: usize| {
-        let mut state = init();
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            if i >= n {
-                break;
-            }
-            work(&mut state, i);
-        }
-    };
-    pool.run(workers.max(1), &run);
-}
-
-/// A raw output pointer shared by the threads of [`parallel_for`], each
-/// writing a disjoint part.
-#[derive(Clone, Copy)]
-pub(crate) struct SharedMut(pub(crate) *mut f32);
-
-impl SharedMut {
-    /// The pointer (a method, so closures capture the `Sync` wrapper).
-    #[inline(always)]
-    pub(crate) fn ptr(self) -> *mut f32 {
-        self.0
-    }
-}
-
-// SAFETY: the kernels only write disjoint ranges through it while the
-// owning buffer outlives the parallel section.
-unsafe impl Send for SharedMut {}
-unsafe impl Sync for SharedMut {}
 
 /// The f32 data of a CPU storage, from the layout's start offset.
 pub(crate) fn f32_data<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
@@ -74,7 +32,7 @@ mod tests {
     use super::attention::FusedAttention;
     use super::geglu::FusedGeglu;
     use super::group_norm::FusedGroupNorm;
-    use super::simd::{isa, Isa};
+    use crate::kernels::simd::{isa, Isa};
 
     fn isas() -> Vec<Isa> {
         let mut v = vec![Isa::Scalar];
@@ -176,10 +134,15 @@ mod tests {
             let gw = super::conv::gemm_weight(&weight, &bias).unwrap();
             let b4 = bias.reshape((1, cout, 1, 1)).unwrap();
             let want = x.conv2d(&weight, 1, 1, 1, 1).unwrap().broadcast_add(&b4).unwrap();
-            assert!(max_diff(&super::conv::conv3x3(&x, &gw, false).unwrap(), &want) < 1e-4);
+            // Relative to the largest output: the larger images go through
+            // Winograd, whose rounding grows with the sums' magnitude.
+            let bound = |want: &Tensor| 1e-5 * want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(10.0);
+            let diff = max_diff(&super::conv::conv3x3(&x, &gw, false).unwrap(), &want);
+            assert!(diff < bound(&want), "{n}x{c}x{h}x{w}: {diff}");
             let up = x.upsample_nearest2d(2 * h, 2 * w).unwrap();
             let want = up.conv2d(&weight, 1, 1, 1, 1).unwrap().broadcast_add(&b4).unwrap();
-            assert!(max_diff(&super::conv::conv3x3(&x, &gw, true).unwrap(), &want) < 1e-4);
+            let diff = max_diff(&super::conv::conv3x3(&x, &gw, true).unwrap(), &want);
+            assert!(diff < bound(&want), "{n}x{c}x{h}x{w} upsampled: {diff}");
         }
     }
 }

@@ -5,7 +5,7 @@ use candle_nn::{Module, VarBuilder};
 
 use super::Activation;
 use crate::sd::cpu::group_norm::{self, FusedGroupNorm};
-use crate::sd::cpu::simd::isa;
+use crate::kernels::simd::isa;
 
 /// `torch.nn.GroupNorm` with affine parameters, optionally followed by an
 /// activation.
