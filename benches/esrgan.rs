@@ -12,6 +12,8 @@ use support::catalog_model;
 mod support;
 
 fn esrgan(c: &mut Criterion) {
+    // As the `flow` binary does at start-up.
+    flow_engine::allocator::keep_freed_memory();
     let model = catalog_model("realesrgan-animevideov3-x4");
     let net = Upscaler::load(&model.path, &Device::Cpu).expect("loading the model");
     let image = Tensor::rand(0f32, 1.0, (1, 3, 256, 256), &Device::Cpu).expect("input");

@@ -58,6 +58,8 @@ fn prompt_ids(lm: &LanguageModel, passage: &str) -> Vec<u32> {
 }
 
 fn llm(c: &mut Criterion) {
+    // As the `flow` binary does at start-up.
+    flow_engine::allocator::keep_freed_memory();
     let workspace = workspace();
     let model = catalog_model("smollm2-135m-instruct");
     let passage =

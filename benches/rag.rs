@@ -64,6 +64,8 @@ fn corpus_sentences(workspace: &Path) -> Vec<String> {
 }
 
 fn embed(c: &mut Criterion) {
+    // As the `flow` binary does at start-up.
+    flow_engine::allocator::keep_freed_memory();
     let workspace = workspace();
     let model = catalog_model("minilm");
     let encoder = SentenceEncoder::load(model.dir(), &Device::Cpu).expect("loading minilm");

@@ -374,6 +374,8 @@ fn sparse_timer(name: &str, runs: usize, mut f: impl FnMut()) -> impl FnMut(u64)
 }
 
 fn sd(c: &mut Criterion) {
+    // As the `flow` binary does at start-up.
+    flow_engine::allocator::keep_freed_memory();
     let dev = Device::Cpu;
     let mut group = c.benchmark_group("sd");
     group.sample_size(10).sampling_mode(SamplingMode::Flat);

@@ -159,6 +159,7 @@ fn main() -> ExitCode {
     if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
         std::env::set_var("RUST_LIB_BACKTRACE", "0");
     }
+    flow_engine::allocator::keep_freed_memory();
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Run { args, no_cache, json } => cli::run::run(&args, no_cache, json),

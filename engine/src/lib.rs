@@ -4,6 +4,7 @@
 //! The engine knows nothing of particular ops: node libraries register
 //! [`op::Op`] implementations into a [`registry::Registry`].
 
+pub mod allocator;
 pub mod cache;
 pub mod context;
 pub mod diagnostics;
