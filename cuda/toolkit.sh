@@ -4,7 +4,7 @@
 # driver, no root needed), into one folder laid out like a CUDA toolkit:
 #
 #   cuda/toolkit.sh [DIR]          # DIR defaults to target/cuda-toolkit
-#   source DIR/env.sh              # CUDA_HOME, PATH, CUDA_COMPUTE_CAP
+#   source DIR/env.sh              # CUDA_HOME/CUDA_PATH/CUDA_ROOT, PATH, CUDA_COMPUTE_CAP
 #
 # Versions are pinned to CUDA 13.0: candle's kernels are PTX, compiled to
 # machine code by the GPU driver when loaded, and a driver only accepts PTX
@@ -78,7 +78,7 @@ fi
 
 cat >"$dir/env.sh" <<ENV
 # Source this to build flow with --features cuda against $root.
-export CUDA_HOME="$root"
+export CUDA_HOME="$root" CUDA_PATH="$root" CUDA_ROOT="$root"
 export PATH="$root/bin:\$PATH"
 export CUDA_COMPUTE_CAP="\${CUDA_COMPUTE_CAP:-90}"
 ENV

@@ -42,6 +42,9 @@ pub struct GraphArgs {
     /// entries go first [default: $FLOW_DISK_BUDGET, else 10G].
     #[arg(long, value_name = "BYTES")]
     pub disk_budget: Option<String>,
+    /// Bytes kept resident on each GPU between nodes (models, cached outputs), e.g. 6G [default: $FLOW_VRAM_BUDGET, else 8G].
+    #[arg(long, value_name = "BYTES")]
+    pub vram_budget: Option<String>,
     /// Heavy CPU nodes run at once [default: number of cores, at least 2].
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,

@@ -34,25 +34,27 @@ fn assert_close(what: &str, got: &Tensor, want: &Tensor) -> f32 {
     max
 }
 
-fn txt2img_graph(sampler: &str, expected: &Path) -> String {
-    format!(
-        r#"flow: 1
-models:
-  sd: {pipeline}
-nodes:
-  cond: {{ op: sd.encode_prompt, in: {{ model: $sd, prompt: "a photo of a cat", negative: "" }} }}
-  x_t: {{ op: tensor.load, in: {{ path: "{expected}", name: x_T_passed }} }}
-  empty: {{ op: sd.empty_latent, in: {{ model: $sd, width: 16, height: 16 }} }}
-  sample:
-    op: sd.sample
-    in: {{ model: $sd, cond: $cond, latent: $empty, noise: $x_t, steps: 4, cfg: 7.5, sampler: {sampler} }}
-  image: {{ op: sd.vae_decode, in: {{ model: $sd, latent: $sample }} }}
-  save_latent: {{ op: tensor.save, in: {{ tensor: $sample, path: out/latent.safetensors }} }}
-  save_image: {{ op: tensor.save, in: {{ tensor: $image, path: out/image.safetensors }} }}
-  png: {{ op: image.save, in: {{ image: $image, path: out/image.png }} }}
-"#,
-        pipeline = fixtures().join("pipeline").display(),
-        expected = expected.display(),
+/// The graph template `tests/fixtures/tiny-sd/graphs/NAME.yaml` (shared with
+/// `cuda/gpu_check.py`) with its `@KEY@` placeholders filled.
+fn fixture_graph(name: &str, vars: &[(&str, &Path)], words: &[(&str, &str)]) -> String {
+    let path = fixtures().join(format!("graphs/{name}.yaml"));
+    let mut yaml = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for (key, value) in vars {
+        yaml = yaml.replace(&format!("@{key}@"), &value.display().to_string());
+    }
+    for (key, value) in words {
+        yaml = yaml.replace(&format!("@{key}@"), value);
+    }
+    assert!(!yaml.contains("\"@"), "{name}: a placeholder is left");
+    yaml
+}
+
+fn txt2img_graph(sampler: &str, expected: &Path, precision: &str) -> String {
+    let pipeline = fixtures().join("pipeline");
+    fixture_graph(
+        "trajectory",
+        &[("PIPELINE", &pipeline), ("EXPECTED", expected)],
+        &[("SAMPLER", sampler), ("PRECISION", precision)],
     )
 }
 
@@ -72,7 +74,7 @@ fn txt2img_trajectories_match_diffusers() {
         let expected_path = fixtures().join(format!("expected/{file}.safetensors"));
         let expected = load(&expected_path);
         let sb = Sandbox::new();
-        run_graph(&sb, &txt2img_graph(sampler, &expected_path));
+        run_graph(&sb, &txt2img_graph(sampler, &expected_path, "auto"));
         let latent = only_tensor(&sb.path().join("out/latent.safetensors"));
         assert_close(&format!("{sampler} final latent"), &latent, &expected["final_latent"]);
         let image = only_tensor(&sb.path().join("out/image.safetensors"));
@@ -94,26 +96,9 @@ fn img2img_matches_diffusers() {
     let expected_path = fixtures().join("expected/img2img_ddim.safetensors");
     let expected = load(&expected_path);
     let sb = Sandbox::new();
-    let yaml = format!(
-        r#"flow: 1
-models:
-  sd: {pipeline}
-nodes:
-  cond: {{ op: sd.encode_prompt, in: {{ model: $sd, prompt: "a photo of a cat", negative: "" }} }}
-  picture: {{ op: image.load, in: {{ path: "{input}" }} }}
-  eps: {{ op: tensor.load, in: {{ path: "{expected}", name: vae_sample_eps }} }}
-  noise: {{ op: tensor.load, in: {{ path: "{expected}", name: noise }} }}
-  init: {{ op: sd.vae_encode, in: {{ model: $sd, image: $picture, noise: $eps }} }}
-  sample:
-    op: sd.sample
-    in: {{ model: $sd, cond: $cond, latent: $init, noise: $noise, steps: 4, cfg: 7.5, sampler: ddim, denoise: 0.5 }}
-  save_init: {{ op: tensor.save, in: {{ tensor: $init, path: out/init.safetensors }} }}
-  save_latent: {{ op: tensor.save, in: {{ tensor: $sample, path: out/latent.safetensors }} }}
-"#,
-        pipeline = fixtures().join("pipeline").display(),
-        input = fixtures().join("expected/input.png").display(),
-        expected = expected_path.display(),
-    );
+    let (pipeline, input) = (fixtures().join("pipeline"), fixtures().join("expected/input.png"));
+    let yaml =
+        fixture_graph("img2img", &[("PIPELINE", &pipeline), ("INPUT", &input), ("EXPECTED", &expected_path)], &[]);
     run_graph(&sb, &yaml);
     let init = only_tensor(&sb.path().join("out/init.safetensors"));
     assert_close("img2img init latents", &init, &expected["init_latents"]);
@@ -163,10 +148,8 @@ fn txt2img_in_f16_stays_close_to_diffusers() {
     let expected_path = fixtures().join("expected/trajectory_ddim.safetensors");
     let expected = load(&expected_path);
     let sb = Sandbox::new();
-    let graph = txt2img_graph("ddim", &expected_path)
-        .replace("negative: \"\" }", "negative: \"\", precision: f16 }")
-        .replace("sampler: ddim }", "sampler: ddim, precision: f16 }");
-    assert_eq!(graph.matches("precision: f16").count(), 2);
+    let graph = txt2img_graph("ddim", &expected_path, "f16");
+    assert_eq!(graph.matches("precision: \"f16\"").count(), 2);
     run_graph(&sb, &graph);
     let got = only_tensor(&sb.path().join("out/latent.safetensors")).flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let want = expected["final_latent"].flatten_all().unwrap().to_vec1::<f32>().unwrap();

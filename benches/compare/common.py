@@ -8,6 +8,7 @@ flow is faster). None of them runs in CI.
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -65,3 +66,13 @@ def node_ms(events: list, prefix: str) -> list:
 def cpu_line() -> str:
     model = subprocess.run(["lscpu"], capture_output=True, text=True).stdout.split("Model name:")[1].splitlines()[0]
     return f"{model.strip()}; load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+
+
+def alternate(runs: int, sides: dict) -> dict:
+    """Calls each side (name -> function returning {metric: value}) in turn,
+    `runs` times: the median of each metric per side."""
+    results = {name: [] for name in sides}
+    for _ in range(runs):
+        for name, measure in sides.items():
+            results[name].append(measure())
+    return {name: {m: statistics.median(r[m] for r in rs) for m in rs[0]} for name, rs in results.items()}

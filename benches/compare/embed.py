@@ -27,7 +27,7 @@ import statistics
 import subprocess
 import textwrap
 
-from common import ROOT, cpu_line, flow_events, model_path, node_ms, venv_python, workdir
+from common import ROOT, alternate, cpu_line, flow_events, model_path, node_ms, venv_python, workdir
 
 SBERT = textwrap.dedent(
     """
@@ -102,21 +102,23 @@ def main() -> None:
     words = statistics.mean(len(t.split()) for t in texts)
     print(f"model {model}\n{len(texts)} sentences, {words:.1f} words each on average, {args.runs} runs, alternating")
     print(cpu_line())
+    def flow_side(threads: int) -> dict:
+        events = flow_events(graph, threads, "--jobs", "1")[0]
+        rates = {}
+        for batch in (32, 1):
+            ms = node_ms(events, f"b{batch}_")
+            # The first node to finish also loaded the model.
+            rates[f"batch{batch}"] = len(texts) / (statistics.median(ms[1:] if batch == 32 else ms) / 1000)
+        return rates
+
+    def sbert_side(threads: int) -> dict:
+        out = subprocess.run([str(py), "-c", SBERT, str(model), str(threads), str(args.repeat),
+                              str(work / "texts.json"), str(work / "sbert.safetensors")],
+                             capture_output=True, text=True, check=True).stdout
+        return json.loads(out.strip().splitlines()[-1])
+
     for threads in (1, 2):
-        results = {"flow": [], "sbert": []}
-        for _ in range(args.runs):
-            events, _ = flow_events(graph, threads, "--jobs", "1")
-            rates = {}
-            for batch in (32, 1):
-                ms = node_ms(events, f"b{batch}_")
-                warm = ms[1:] if batch == 32 else ms
-                rates[f"batch{batch}"] = len(texts) / (statistics.median(warm) / 1000)
-            results["flow"].append(rates)
-            out = subprocess.run([str(py), "-c", SBERT, str(model), str(threads), str(args.repeat),
-                                  str(work / "texts.json"), str(work / "sbert.safetensors")],
-                                 capture_output=True, text=True, check=True).stdout
-            results["sbert"].append(json.loads(out.strip().splitlines()[-1]))
-        med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in results.items()}
+        med = alternate(args.runs, {"flow": lambda: flow_side(threads), "sbert": lambda: sbert_side(threads)})
         f, s = med["flow"], med["sbert"]
         print(f"\n{threads} thread(s), sentences/s   flow   sentence-transformers   flow/st")
         for batch in (32, 1):

@@ -20,16 +20,14 @@ smaller). Usage, from the repository root after `cargo build --release`:
 import argparse
 import json
 import os
-import statistics
 import subprocess
-import sys
 import tempfile
 import textwrap
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-VENV = ROOT / "benches" / "compare" / ".venv"
+from common import FLOW, alternate, cpu_line, model_path as model_file, venv_python
+
 MODEL_NAME = "smollm2-135m-instruct"
 PROMPT = "What is the capital of France? Answer in one long paragraph about its history, people and places."
 
@@ -54,14 +52,6 @@ LLAMA_CPP = textwrap.dedent(
     print(json.dumps({"prefill": len(ids) / (t2 - t1), "decode": (n - 1) / (t3 - t2), "ttft": t2 - t0, "rss_mb": rss}))
     """
 )
-
-
-def venv_python() -> Path:
-    py = VENV / "bin" / "python"
-    if not py.exists():
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
-        subprocess.run([str(py), "-m", "pip", "install", "-q", "cyllama==0.2.18"], check=True)
-    return py
 
 
 def flow_run(flow: Path, graph: Path, threads: int, cache: str) -> dict:
@@ -92,8 +82,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--tokens", type=int, default=64)
     args = ap.parse_args()
-    flow = ROOT / "target" / "release" / "flow"
-    py = venv_python()
+    flow = FLOW
+    py = venv_python("cyllama==0.2.18")
     work = Path(tempfile.mkdtemp(prefix="flow-compare-"))
     graph = work / "llm.yaml"
     graph.write_text(
@@ -103,20 +93,19 @@ def main() -> None:
     )
     cache = str(work / "cache")
     # The model file flow uses (fetched once), and the prompt's ids.
-    listing = subprocess.run([str(flow), "models", "pull", MODEL_NAME], check=True, capture_output=True, text=True).stdout
-    model_path = listing.split(": ", 1)[1].split(" (fingerprint")[0].strip()
+    model_path = str(model_file(MODEL_NAME))
     ids = prompt_ids(py, model_path)
     print(f"model {model_path}\nprompt {len(ids)} tokens, {args.tokens} new tokens, {args.runs} runs each, alternating")
-    print(subprocess.run(["lscpu"], capture_output=True, text=True).stdout.split("Model name:")[1].splitlines()[0].strip())
-    print(f"load average {os.getloadavg()}")
+    print(cpu_line())
+
+    def llama_cpp(threads: int) -> dict:
+        out = subprocess.run([str(py), "-c", LLAMA_CPP, model_path, str(threads), str(args.tokens), *map(str, ids)],
+                             capture_output=True, text=True, check=True).stdout
+        return json.loads(out)
+
     for threads in (1, 2):
-        results = {"flow": [], "llama.cpp": []}
-        for _ in range(args.runs):
-            results["flow"].append(flow_run(flow, graph, threads, cache))
-            out = subprocess.run([str(py), "-c", LLAMA_CPP, model_path, str(threads), str(args.tokens), *map(str, ids)],
-                                 capture_output=True, text=True, check=True).stdout
-            results["llama.cpp"].append(json.loads(out))
-        med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in results.items()}
+        med = alternate(args.runs, {"flow": lambda: flow_run(flow, graph, threads, cache),
+                                    "llama.cpp": lambda: llama_cpp(threads)})
         f, l = med["flow"], med["llama.cpp"]
         print(f"\n{threads} thread(s)      flow      llama.cpp   flow/llama.cpp")
         print(f"decode tok/s  {f['decode']:9.1f} {l['decode']:11.1f}   {f['decode'] / l['decode']:.2f}x")

@@ -25,7 +25,7 @@ import statistics
 import subprocess
 import textwrap
 
-from common import FLOW, cpu_line, flow_events, model_path, node_ms, venv_python, workdir
+from common import alternate, cpu_line, flow_events, model_path, node_ms, venv_python, workdir
 
 NCNN = textwrap.dedent(
     """
@@ -104,16 +104,17 @@ def main() -> None:
                      f"  save:\n    op: image.save\n    in: {{ image: $up, path: {json.dumps(str(work / 'flow.png'))} }}\n")
     print(f"model {param}\n256x256 -> 1024x1024, {args.runs} runs of {args.repeat} upscales each, alternating")
     print(cpu_line())
+    def flow_side(threads: int) -> dict:
+        ms = node_ms(flow_events(graph, threads, "--jobs", "1")[0], "up")
+        return {"cold_ms": ms[0], "warm_ms": statistics.median(ms[1:]) if len(ms) > 1 else ms[0]}
+
+    def ncnn_side(threads: int) -> dict:
+        out = subprocess.run([str(py), "-c", NCNN, str(param), str(threads), str(args.repeat), str(png),
+                              str(work / "ncnn.npy")], capture_output=True, text=True, check=True).stdout
+        return json.loads(out)
+
     for threads in (1, 2):
-        results = {"flow": [], "ncnn": []}
-        for _ in range(args.runs):
-            events, _ = flow_events(graph, threads, "--jobs", "1")
-            ms = node_ms(events, "up")
-            results["flow"].append({"cold_ms": ms[0], "warm_ms": statistics.median(ms[1:]) if len(ms) > 1 else ms[0]})
-            out = subprocess.run([str(py), "-c", NCNN, str(param), str(threads), str(args.repeat), str(png),
-                                  str(work / "ncnn.npy")], capture_output=True, text=True, check=True).stdout
-            results["ncnn"].append(json.loads(out))
-        med = {k: {m: statistics.median(r[m] for r in v) for m in v[0]} for k, v in results.items()}
+        med = alternate(args.runs, {"flow": lambda: flow_side(threads), "ncnn": lambda: ncnn_side(threads)})
         f, n = med["flow"], med["ncnn"]
         print(f"\n{threads} thread(s)          flow       ncnn   flow/ncnn")
         print(f"warm upscale ms  {f['warm_ms']:9.1f} {n['warm_ms']:9.1f}   {n['warm_ms'] / f['warm_ms']:.2f}x")

@@ -31,6 +31,9 @@ pub struct EngineConfig {
     pub memory_budget: usize,
     /// Byte budget of the disk cache folder (entries and memos).
     pub disk_budget: u64,
+    /// Bytes flow keeps resident on each GPU between nodes: three quarters
+    /// for models in the pool, a quarter for cached outputs.
+    pub vram_budget: u64,
     /// Heavy nodes the CPU runs at once.
     pub cpu_slots: usize,
     /// What `device: auto` means.
@@ -44,6 +47,7 @@ impl Default for EngineConfig {
             cache_dir: None,
             memory_budget: crate::cache::DEFAULT_MEMORY_BUDGET,
             disk_budget: crate::cache::DEFAULT_DISK_BUDGET,
+            vram_budget: crate::cache::DEFAULT_VRAM_BUDGET,
             cpu_slots: 2,
             default_device: DeviceChoice::Auto,
         }
@@ -65,7 +69,7 @@ impl Engine {
     /// An engine with its own tokio runtime.
     pub fn new(mut registry: Registry, resolver: ResolverRef, config: EngineConfig) -> Result<Self> {
         crate::models::register_decoders(&mut registry);
-        let models = Arc::new(ModelPool::from_env()?);
+        let models = Arc::new(ModelPool::from_env()?.with_vram_budget(config.vram_budget / 4 * 3));
         let disk = match &config.cache_dir {
             Some(dir) => Some(
                 DiskTier::open(dir.join("v1"))
@@ -82,7 +86,9 @@ impl Engine {
             .context("cannot start the scheduler runtime")?;
         Ok(Engine {
             registry: Arc::new(registry),
-            cache: Arc::new(Cache::new(config.memory_budget, disk)),
+            cache: Arc::new(
+                Cache::new(config.memory_budget, disk).with_vram_budget((config.vram_budget / 4) as usize),
+            ),
             resolver,
             devices: Arc::new(Devices::new(config.cpu_slots, config.default_device)),
             runtime,

@@ -273,6 +273,12 @@ impl Outputs {
         self.effects.byte_size() + self.values.iter().map(|(k, v)| k.len() + v.byte_size()).sum::<usize>()
     }
 
+    /// Bytes of the outputs' tensors that live on a GPU (part of
+    /// [`Outputs::byte_size`]).
+    pub fn device_byte_size(&self) -> usize {
+        self.values.values().map(Value::device_byte_size).sum()
+    }
+
     /// Checks that every declared output is present with an acceptable type.
     pub fn check_against(&self, spec: &OpSpec) -> Result<()> {
         for port in &spec.outputs {

@@ -118,6 +118,26 @@ impl Value {
         }
     }
 
+    /// Bytes of the tensors in this value that live on a GPU (counted in
+    /// [`Value::byte_size`] too): plain tensors, the tensors of lists and
+    /// maps, and those objects list in [`Object::tensors`].
+    pub fn device_byte_size(&self) -> usize {
+        let on_device = |t: &Tensor| {
+            if t.device().is_cpu() {
+                0
+            } else {
+                t.elem_count() * t.dtype().size_in_bytes()
+            }
+        };
+        match self {
+            Value::List(items) => items.iter().map(Value::device_byte_size).sum(),
+            Value::Map(m) => m.values().map(Value::device_byte_size).sum(),
+            Value::Tensor(t) => on_device(&t.tensor),
+            Value::Object(o) => o.tensors().into_iter().map(on_device).sum(),
+            _ => 0,
+        }
+    }
+
     /// The text, if this is a text value.
     pub fn as_text(&self) -> Option<&str> {
         match self {

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use flow_engine::cache::{default_cache_dir, default_disk_budget, default_memory_budget, parse_bytes};
+use flow_engine::cache::{default_cache_dir, default_disk_budget, default_memory_budget, default_vram_budget, parse_bytes};
 use flow_engine::graph::{self, DeviceChoice, Graph, Override};
 use flow_engine::models::StoreResolver;
 use flow_engine::run::{default_cpu_slots, PlanOptions};
@@ -52,23 +52,9 @@ pub fn cache_dir(arg: &Option<PathBuf>) -> PathBuf {
 
 /// Builds the engine for the graph options. `Err` carries the exit code.
 pub fn engine(args: &GraphArgs, registry: Registry, quiet: bool) -> Result<Engine, u8> {
-    let memory_budget = match &args.memory_budget {
-        Some(b) => parse_bytes(b).map_err(|e| {
-            errln!("error: --memory-budget {b}: {e:#}");
-            super::EXIT_INVALID
-        })?,
-        None => default_memory_budget(),
-    };
-    let disk_budget = match &args.disk_budget {
-        Some(b) => parse_bytes(b).map(|b| b as u64).map_err(|e| {
-            errln!("error: --disk-budget {b}: {e:#}");
-            super::EXIT_INVALID
-        })?,
-        None => default_disk_budget().map_err(|e| {
-            errln!("error: {e:#}");
-            super::EXIT_INVALID
-        })?,
-    };
+    let memory_budget = budget("--memory-budget", &args.memory_budget, || Ok(default_memory_budget() as u64))? as usize;
+    let disk_budget = budget("--disk-budget", &args.disk_budget, default_disk_budget)?;
+    let vram_budget = budget("--vram-budget", &args.vram_budget, default_vram_budget)?;
     let Some(default_device) = DeviceChoice::parse(&args.device) else {
         errln!("error: --device {}: use cpu, cuda:N or auto", args.device);
         return Err(super::EXIT_INVALID);
@@ -77,12 +63,26 @@ pub fn engine(args: &GraphArgs, registry: Registry, quiet: bool) -> Result<Engin
         cache_dir: Some(cache_dir(&args.cache_dir)),
         memory_budget,
         disk_budget,
+        vram_budget,
         cpu_slots: args.jobs.unwrap_or_else(default_cpu_slots),
         default_device,
     };
     let resolver = StoreResolver::new(super::models::store(&args.cache_dir), super::models::progress_sink(quiet));
     // A cache folder that cannot be opened is a usage error, not a failed node.
     Engine::new(registry, Arc::new(resolver), config).map_err(|e| {
+        errln!("error: {e:#}");
+        super::EXIT_INVALID
+    })
+}
+
+/// A byte budget from its option (`flag`), else `default()` (which reads
+/// its environment variable); an unreadable value is a usage error.
+fn budget(flag: &str, arg: &Option<String>, default: impl FnOnce() -> anyhow::Result<u64>) -> Result<u64, u8> {
+    let parsed = match arg {
+        Some(b) => parse_bytes(b).map(|b| b as u64).map_err(|e| e.context(format!("{flag} {b}"))),
+        None => default(),
+    };
+    parsed.map_err(|e| {
         errln!("error: {e:#}");
         super::EXIT_INVALID
     })

@@ -47,6 +47,21 @@ pub fn default_memory_budget() -> usize {
         .unwrap_or(DEFAULT_MEMORY_BUDGET)
 }
 
+/// What flow keeps resident on each GPU when neither `--vram-budget` nor
+/// `$FLOW_VRAM_BUDGET` says otherwise: 8 GiB, room for SD 1.5 or SDXL's UNet
+/// in f16 with its VAE and text encoders on a 12 GB card, leaving the rest
+/// to the nodes' own work.
+pub const DEFAULT_VRAM_BUDGET: u64 = 8 << 30;
+
+/// The GPU budget: `$FLOW_VRAM_BUDGET` read by [`parse_bytes`], else
+/// [`DEFAULT_VRAM_BUDGET`].
+pub fn default_vram_budget() -> Result<u64> {
+    match env::var("FLOW_VRAM_BUDGET") {
+        Ok(v) if !v.is_empty() => parse_bytes(&v).map(|b| b as u64).context("FLOW_VRAM_BUDGET"),
+        _ => Ok(DEFAULT_VRAM_BUDGET),
+    }
+}
+
 /// The disk budget: `$FLOW_DISK_BUDGET` read by [`parse_bytes`], else
 /// [`super::DEFAULT_DISK_BUDGET`].
 pub fn default_disk_budget() -> Result<u64> {

@@ -1,5 +1,6 @@
 //! The memory tier: outputs shared behind `Arc`, byte-accounted against a
-//! budget.
+//! budget for host memory and one for GPU memory (tensors kept on a GPU
+//! between nodes, all GPUs together).
 //!
 //! When a new entry does not fit, entries are evicted by the highest
 //! `bytes * age / (recompute cost + 1 ms)`: big, cheap and long-unused entries
@@ -25,16 +26,24 @@ const COST_FLOOR_SECS: f64 = 0.001;
 pub struct MemoryStats {
     /// Entries held.
     pub entries: usize,
-    /// Bytes held, as counted by [`Outputs::byte_size`].
+    /// Bytes of host memory held, as counted by [`Outputs::byte_size`] less
+    /// the GPU's part.
     pub bytes: usize,
     /// The byte budget `bytes` never exceeds.
     pub budget: usize,
+    /// Bytes of GPU memory held ([`Outputs::device_byte_size`]).
+    pub vram_bytes: usize,
+    /// The byte budget `vram_bytes` never exceeds.
+    pub vram_budget: usize,
 }
 
 /// One cached result.
 struct Entry {
     outputs: Outputs,
+    /// Host bytes.
     bytes: usize,
+    /// GPU bytes.
+    vram: usize,
     cost: Duration,
     last_used: u64,
     /// Index of the key in [`MemoryTier::keys`].
@@ -45,6 +54,8 @@ struct Entry {
 pub struct MemoryTier {
     budget: usize,
     bytes: usize,
+    vram_budget: usize,
+    vram: usize,
     /// Counts puts and gets; entries remember when they were last used.
     clock: u64,
     /// State of the xorshift generator that samples eviction candidates.
@@ -55,16 +66,25 @@ pub struct MemoryTier {
 }
 
 impl MemoryTier {
-    /// An empty tier holding at most `budget_bytes`.
+    /// An empty tier holding at most `budget_bytes` of host memory and as
+    /// much of GPU memory.
     pub fn new(budget_bytes: usize) -> MemoryTier {
         MemoryTier {
             budget: budget_bytes,
             bytes: 0,
+            vram_budget: budget_bytes,
+            vram: 0,
             clock: 0,
             rng: 0x9E37_79B9_7F4A_7C15,
             entries: HashMap::new(),
             keys: Vec::new(),
         }
+    }
+
+    /// The same tier with `bytes` as its GPU memory budget.
+    pub fn with_vram_budget(mut self, bytes: usize) -> MemoryTier {
+        self.vram_budget = bytes;
+        self
     }
 
     /// The outputs stored under `key` (sharing their values), marking them used.
@@ -84,16 +104,22 @@ impl MemoryTier {
     /// what computing them took. Evicts entries until it fits; outputs
     /// larger than the whole budget are not stored.
     pub fn put(&mut self, key: CacheKey, outputs: Outputs, cost: Duration) {
+        let vram = outputs.device_byte_size();
+        self.put_sized(key, outputs, cost, vram);
+    }
+
+    /// [`MemoryTier::put`] with `vram` of the outputs' bytes on a GPU.
+    fn put_sized(&mut self, key: CacheKey, outputs: Outputs, cost: Duration, vram: usize) {
         self.remove(&key);
-        let bytes = outputs.byte_size();
-        if bytes > self.budget {
+        let bytes = outputs.byte_size().saturating_sub(vram);
+        if bytes > self.budget || vram > self.vram_budget {
             return;
         }
-        while self.bytes + bytes > self.budget {
-            self.evict_one();
-        }
+        while self.bytes + bytes > self.budget && self.evict_one(false) {}
+        while self.vram + vram > self.vram_budget && self.evict_one(true) {}
         let now = self.tick();
         self.bytes += bytes;
+        self.vram += vram;
         self.keys.push(key);
         let slot = self.keys.len() - 1;
         self.entries.insert(
@@ -101,6 +127,7 @@ impl MemoryTier {
             Entry {
                 outputs,
                 bytes,
+                vram,
                 cost,
                 last_used: now,
                 slot,
@@ -114,6 +141,7 @@ impl MemoryTier {
             return false;
         };
         self.bytes -= entry.bytes;
+        self.vram -= entry.vram;
         self.keys.swap_remove(entry.slot);
         if let Some(moved) = self.keys.get(entry.slot) {
             if let Some(moved) = self.entries.get_mut(moved) {
@@ -123,12 +151,21 @@ impl MemoryTier {
         true
     }
 
+    /// Drops every entry holding GPU memory (after a GPU ran out of it);
+    /// returns how many.
+    pub fn release_vram(&mut self) -> usize {
+        let victims: Vec<CacheKey> = self.entries.iter().filter(|(_, e)| e.vram > 0).map(|(k, _)| *k).collect();
+        victims.iter().filter(|k| self.remove(k)).count()
+    }
+
     /// Entries, bytes held and budget.
     pub fn stats(&self) -> MemoryStats {
         MemoryStats {
             entries: self.entries.len(),
             bytes: self.bytes,
             budget: self.budget,
+            vram_bytes: self.vram,
+            vram_budget: self.vram_budget,
         }
     }
 
@@ -137,28 +174,36 @@ impl MemoryTier {
         self.clock
     }
 
-    /// Evicts the entry with the highest eviction score among a sample.
-    fn evict_one(&mut self) {
+    /// Evicts the entry with the highest eviction score among a sample of
+    /// those holding host memory (GPU memory when `vram`), or among all such
+    /// entries when the sample has none. False if no entry holds any.
+    fn evict_one(&mut self, vram: bool) -> bool {
         let n = self.keys.len();
         let candidates: Vec<usize> = if n <= EVICTION_SAMPLE {
             (0..n).collect()
         } else {
             (0..EVICTION_SAMPLE).map(|_| self.random_below(n)).collect()
         };
-        let victim = candidates
-            .into_iter()
-            .map(|slot| self.keys[slot])
-            .max_by(|a, b| self.score(a).total_cmp(&self.score(b)));
-        if let Some(victim) = victim {
-            self.remove(&victim);
+        let best = |tier: &Self, slots: &mut dyn Iterator<Item = usize>| {
+            slots
+                .map(|slot| tier.keys[slot])
+                .filter(|k| tier.score(k, vram) > 0.0)
+                .max_by(|a, b| tier.score(a, vram).total_cmp(&tier.score(b, vram)))
+        };
+        let victim = best(self, &mut candidates.into_iter()).or_else(|| best(self, &mut (0..n)));
+        match victim {
+            Some(victim) => self.remove(&victim),
+            None => false,
         }
     }
 
-    /// `bytes * age / (cost + 1 ms)`: higher is evicted first.
-    fn score(&self, key: &CacheKey) -> f64 {
+    /// `bytes * age / (cost + 1 ms)` of the host (GPU when `vram`) bytes:
+    /// higher is evicted first.
+    fn score(&self, key: &CacheKey, vram: bool) -> f64 {
         self.entries.get(key).map_or(0.0, |e| {
             let age = (self.clock - e.last_used + 1) as f64;
-            e.bytes as f64 * age / (e.cost.as_secs_f64() + COST_FLOOR_SECS)
+            let bytes = if vram { e.vram } else { e.bytes };
+            bytes as f64 * age / (e.cost.as_secs_f64() + COST_FLOOR_SECS)
         })
     }
 
@@ -189,6 +234,25 @@ mod tests {
     }
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn gpu_memory_has_its_own_budget() {
+        let mut tier = MemoryTier::new(10_000).with_vram_budget(1_000);
+        // Entries whose tensors sit on a GPU (counted as `vram` of their bytes).
+        tier.put_sized(key(1), sized(700), MS, 600);
+        tier.put_sized(key(2), sized(100), MS, 0);
+        tier.put_sized(key(3), sized(700), MS, 600);
+        assert!(!tier.contains(&key(1)), "the GPU budget evicts a GPU entry");
+        assert!(tier.contains(&key(2)) && tier.contains(&key(3)), "host-only entries stay");
+        let stats = tier.stats();
+        assert_eq!((stats.vram_bytes, stats.vram_budget), (600, 1_000));
+        assert!(stats.bytes < 400, "{stats:?}");
+        tier.put_sized(key(4), sized(1_200), MS, 1_100);
+        assert!(!tier.contains(&key(4)), "larger than the GPU budget: not stored");
+        assert_eq!(tier.release_vram(), 1);
+        assert!(!tier.contains(&key(3)) && tier.contains(&key(2)));
+        assert_eq!(tier.stats().vram_bytes, 0);
+    }
 
     #[test]
     fn budget_is_never_exceeded() {
@@ -239,7 +303,9 @@ mod tests {
             MemoryStats {
                 entries: 0,
                 bytes: 0,
-                budget: 1_000
+                budget: 1_000,
+                vram_bytes: 0,
+                vram_budget: 1_000,
             }
         );
     }

@@ -19,7 +19,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 pub use budget::DEFAULT_DISK_BUDGET;
-pub use config::{default_cache_dir, default_disk_budget, default_memory_budget, parse_bytes, DEFAULT_MEMORY_BUDGET};
+pub use config::{
+    default_cache_dir, default_disk_budget, default_memory_budget, default_vram_budget, parse_bytes, DEFAULT_MEMORY_BUDGET,
+    DEFAULT_VRAM_BUDGET,
+};
 pub use disk::{DiskStats, DiskTier};
 pub use error::{CacheError, DecodeError};
 pub use key::{CacheKey, KeyHasher};
@@ -71,6 +74,21 @@ impl Cache {
             disk,
             writer,
         }
+    }
+
+    /// The same cache with `bytes` as the memory tier's budget of GPU memory.
+    pub fn with_vram_budget(self, bytes: usize) -> Cache {
+        {
+            let mut memory = self.memory();
+            let tier = std::mem::replace(&mut *memory, MemoryTier::new(0));
+            *memory = tier.with_vram_budget(bytes);
+        }
+        self
+    }
+
+    /// Drops the memory tier's entries holding GPU memory; returns how many.
+    pub fn release_vram(&self) -> usize {
+        self.memory().release_vram()
     }
 
     /// The outputs under `key`: from memory, else from disk (verified, then

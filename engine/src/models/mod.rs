@@ -34,7 +34,7 @@ use serde::Serialize;
 
 pub use catalog::{Catalog, CatalogEntry, PinnedFile, Source};
 pub use fingerprint::Fingerprinter;
-pub use pool::{ModelPool, PoolStats};
+pub use pool::{ModelPool, PoolStats, Residence};
 pub use reference::{ModelRef, ModelRefError};
 pub use resolved::{register_decoders, ResolvedModel};
 pub use resolver::{ProgressSink, StoreResolver};

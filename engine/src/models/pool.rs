@@ -1,5 +1,6 @@
 //! [`ModelPool`]: loaded models kept resident across runs and graphs (in
-//! `flow watch`, or several graphs in one process), within a byte budget.
+//! `flow watch`, or several graphs in one process), within a byte budget
+//! for the host's memory and one for each GPU's.
 
 use std::any::Any;
 use std::collections::HashMap;
@@ -14,6 +15,36 @@ pub const BUDGET_ENV: &str = "FLOW_MODEL_BUDGET";
 /// The budget when `$FLOW_MODEL_BUDGET` is not set: 8 GiB.
 pub const DEFAULT_BUDGET: u64 = 8 << 30;
 
+/// Where a loaded model's weights live, each place with its own budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Residence {
+    /// The host's memory (CPU models).
+    Host,
+    /// The memory of GPU `n` (CUDA or Metal ordinal).
+    Gpu(usize),
+}
+
+impl Residence {
+    /// Where a model loaded on `device` lives.
+    pub fn of(device: &candle_core::Device) -> Residence {
+        match device.location() {
+            candle_core::DeviceLocation::Cpu => Residence::Host,
+            candle_core::DeviceLocation::Cuda { gpu_id } | candle_core::DeviceLocation::Metal { gpu_id } => {
+                Residence::Gpu(gpu_id)
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Residence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Residence::Host => f.write_str("host memory"),
+            Residence::Gpu(n) => write!(f, "GPU {n}"),
+        }
+    }
+}
+
 /// Resident loaded models, keyed by an op-chosen string (see
 /// [`super::ResolvedModel::pool_key`]: fingerprint + device + loader id).
 ///
@@ -22,12 +53,15 @@ pub const DEFAULT_BUDGET: u64 = 8 << 30;
 ///   is not remembered: the waiters then try the load themselves.
 /// * Loads of different keys run in parallel (the pool's lock is not held
 ///   while loading). A loader must not ask the pool for its own key.
-/// * Beyond the budget the least recently used entries leave the pool. An
+/// * Beyond the budget of its [`Residence`] (host memory, or one GPU's) the
+///   least recently used entries of that residence leave the pool. An
 ///   evicted model that is still in use stays alive through its `Arc` until
 ///   its users drop it. A single model larger than the whole budget stays
 ///   resident alone.
 pub struct ModelPool {
     budget: u64,
+    /// The budget of each GPU.
+    vram_budget: u64,
     state: Mutex<State>,
     changed: Condvar,
 }
@@ -36,7 +70,8 @@ pub struct ModelPool {
 struct State {
     entries: HashMap<String, Slot>,
     tick: u64,
-    bytes: u64,
+    /// Bytes held per residence.
+    bytes: HashMap<Residence, u64>,
     hits: u64,
     loads: u64,
     evictions: u64,
@@ -44,7 +79,7 @@ struct State {
 
 enum Slot {
     Loading,
-    Ready { value: Arc<dyn Any + Send + Sync>, bytes: u64, last_used: u64 },
+    Ready { value: Arc<dyn Any + Send + Sync>, bytes: u64, last_used: u64, residence: Residence },
 }
 
 /// Counters of a [`ModelPool`].
@@ -54,10 +89,14 @@ pub struct PoolStats {
     pub entries: usize,
     /// Loads in progress.
     pub loading: usize,
-    /// Bytes held by resident models (from the loaders' hints).
+    /// Bytes of host memory held by resident models (from the loaders' hints).
     pub bytes: u64,
-    /// The budget in bytes.
+    /// The host memory budget in bytes.
     pub budget: u64,
+    /// Bytes of GPU memory held by resident models, all GPUs together.
+    pub vram_bytes: u64,
+    /// The budget of each GPU in bytes.
+    pub vram_budget: u64,
     /// Requests served by a resident model (or by waiting on a load in progress).
     pub hits: u64,
     /// Loads run to completion.
@@ -67,9 +106,28 @@ pub struct PoolStats {
 }
 
 impl ModelPool {
-    /// An empty pool holding at most `budget_bytes` (by the loaders' hints).
+    /// An empty pool holding at most `budget_bytes` of host memory (by the
+    /// loaders' hints) and as much on each GPU.
     pub fn new(budget_bytes: u64) -> Self {
-        ModelPool { budget: budget_bytes, state: Mutex::new(State::default()), changed: Condvar::new() }
+        ModelPool {
+            budget: budget_bytes,
+            vram_budget: budget_bytes,
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// The same pool with `bytes` as the budget of each GPU.
+    pub fn with_vram_budget(mut self, bytes: u64) -> Self {
+        self.vram_budget = bytes;
+        self
+    }
+
+    fn budget_of(&self, residence: Residence) -> u64 {
+        match residence {
+            Residence::Host => self.budget,
+            Residence::Gpu(_) => self.vram_budget,
+        }
     }
 
     /// A pool with the budget from `$FLOW_MODEL_BUDGET`, else [`DEFAULT_BUDGET`];
@@ -84,11 +142,13 @@ impl ModelPool {
     }
 
     /// The model under `key`, loading it with `load` if it is not resident.
-    /// `bytes_hint` is what the loaded model holds in memory (host or device).
+    /// `bytes_hint` is what the loaded model holds in the memory of
+    /// `residence` (see [`Residence::of`] for the device it is loaded on).
     /// Errors if `key` holds a value of another type than `T`.
     pub fn get_or_load<T: Send + Sync + 'static>(
         &self,
         key: &str,
+        residence: Residence,
         bytes_hint: u64,
         load: impl FnOnce() -> Result<T>,
     ) -> Result<Arc<T>> {
@@ -137,10 +197,10 @@ impl ModelPool {
         st.tick += 1;
         let tick = st.tick;
         let shared: Arc<dyn Any + Send + Sync> = value.clone();
-        st.entries.insert(key.to_string(), Slot::Ready { value: shared, bytes: bytes_hint, last_used: tick });
-        st.bytes += bytes_hint;
+        st.entries.insert(key.to_string(), Slot::Ready { value: shared, bytes: bytes_hint, last_used: tick, residence });
+        *st.bytes.entry(residence).or_default() += bytes_hint;
         st.loads += 1;
-        self.evict(&mut st, key);
+        self.evict(&mut st, key, residence);
         drop(st);
         self.changed.notify_all();
         Ok(value)
@@ -155,10 +215,9 @@ impl ModelPool {
     pub fn remove(&self, key: &str) -> bool {
         let mut st = self.lock();
         match st.entries.get(key) {
-            Some(Slot::Ready { bytes, .. }) => {
-                let bytes = *bytes;
+            Some(&Slot::Ready { bytes, residence, .. }) => {
                 st.entries.remove(key);
-                st.bytes -= bytes;
+                *st.bytes.entry(residence).or_default() -= bytes;
                 true
             }
             _ => false,
@@ -169,7 +228,24 @@ impl ModelPool {
     pub fn clear(&self) {
         let mut st = self.lock();
         st.entries.retain(|_, s| matches!(s, Slot::Loading));
-        st.bytes = 0;
+        st.bytes.clear();
+    }
+
+    /// Drops every resident model of `residence` (users keep their `Arc`s),
+    /// e.g. after that GPU ran out of memory; returns how many and their bytes.
+    pub fn release(&self, residence: Residence) -> (usize, u64) {
+        let mut st = self.lock();
+        let before = st.entries.len();
+        st.entries.retain(|_, s| !matches!(s, Slot::Ready { residence: r, .. } if *r == residence));
+        let released = before - st.entries.len();
+        (released, st.bytes.remove(&residence).unwrap_or(0))
+    }
+
+    /// Resident models and their bytes in `residence`.
+    pub fn resident(&self, residence: Residence) -> (usize, u64) {
+        let st = self.lock();
+        let count = st.entries.values().filter(|s| matches!(s, Slot::Ready { residence: r, .. } if *r == residence)).count();
+        (count, st.bytes.get(&residence).copied().unwrap_or(0))
     }
 
     /// Current counters.
@@ -178,29 +254,32 @@ impl ModelPool {
         PoolStats {
             entries: st.entries.values().filter(|s| matches!(s, Slot::Ready { .. })).count(),
             loading: st.entries.values().filter(|s| matches!(s, Slot::Loading)).count(),
-            bytes: st.bytes,
+            bytes: st.bytes.get(&Residence::Host).copied().unwrap_or(0),
             budget: self.budget,
+            vram_bytes: st.bytes.iter().filter(|(r, _)| **r != Residence::Host).map(|(_, b)| b).sum(),
+            vram_budget: self.vram_budget,
             hits: st.hits,
             loads: st.loads,
             evictions: st.evictions,
         }
     }
 
-    /// Evicts least recently used entries other than `keep` until within budget.
-    fn evict(&self, st: &mut State, keep: &str) {
-        while st.bytes > self.budget {
+    /// Evicts least recently used entries of `residence` other than `keep`
+    /// until that residence is within its budget.
+    fn evict(&self, st: &mut State, keep: &str, residence: Residence) {
+        while st.bytes.get(&residence).copied().unwrap_or(0) > self.budget_of(residence) {
             let victim = st
                 .entries
                 .iter()
                 .filter(|(k, _)| k.as_str() != keep)
                 .filter_map(|(k, s)| match s {
-                    Slot::Ready { last_used, .. } => Some((*last_used, k.clone())),
-                    Slot::Loading => None,
+                    Slot::Ready { last_used, residence: r, .. } if *r == residence => Some((*last_used, k.clone())),
+                    _ => None,
                 })
                 .min();
             let Some((_, k)) = victim else { break };
             if let Some(Slot::Ready { bytes, .. }) = st.entries.remove(&k) {
-                st.bytes -= bytes;
+                *st.bytes.entry(residence).or_default() -= bytes;
                 st.evictions += 1;
             }
         }
@@ -245,7 +324,7 @@ mod tests {
             .map(|_| {
                 let (pool, calls) = (pool.clone(), calls.clone());
                 std::thread::spawn(move || {
-                    pool.get_or_load("fp|Cpu|bert", 10, || {
+                    pool.get_or_load("fp|Cpu|bert", Residence::Host, 10, || {
                         calls.fetch_add(1, Ordering::SeqCst);
                         std::thread::sleep(Duration::from_millis(100));
                         Ok(vec![1u8, 2, 3])
@@ -264,16 +343,16 @@ mod tests {
     #[test]
     fn least_recently_used_models_leave_beyond_the_budget() {
         let pool = ModelPool::new(100);
-        let a = pool.get_or_load("a", 60, || Ok("A".to_string())).unwrap();
-        let b = pool.get_or_load("b", 30, || Ok("B".to_string())).unwrap();
-        pool.get_or_load::<String>("a", 60, || panic!("a is resident")).unwrap();
-        let _c = pool.get_or_load("c", 30, || Ok("C".to_string())).unwrap();
+        let a = pool.get_or_load("a", Residence::Host, 60, || Ok("A".to_string())).unwrap();
+        let b = pool.get_or_load("b", Residence::Host, 30, || Ok("B".to_string())).unwrap();
+        pool.get_or_load::<String>("a", Residence::Host, 60, || panic!("a is resident")).unwrap();
+        let _c = pool.get_or_load("c", Residence::Host, 30, || Ok("C".to_string())).unwrap();
         assert!(pool.contains("a") && pool.contains("c") && !pool.contains("b"));
         assert_eq!(*b, "B", "an evicted model in use stays alive");
         let s = pool.stats();
         assert_eq!((s.entries, s.bytes, s.evictions), (2, 90, 1));
         // A model larger than the budget stays alone.
-        let _big = pool.get_or_load("big", 500, || Ok(0u64)).unwrap();
+        let _big = pool.get_or_load("big", Residence::Host, 500, || Ok(0u64)).unwrap();
         assert!(pool.contains("big") && !pool.contains("a") && !pool.contains("c"));
         assert_eq!(pool.stats().bytes, 500);
         drop(a);
@@ -282,23 +361,41 @@ mod tests {
     #[test]
     fn failed_loads_are_not_remembered() {
         let pool = ModelPool::new(100);
-        let e = pool.get_or_load::<u32>("k", 1, || Err(anyhow!("no such file"))).unwrap_err();
+        let e = pool.get_or_load::<u32>("k", Residence::Host, 1, || Err(anyhow!("no such file"))).unwrap_err();
         assert!(e.to_string().contains("no such file"));
         assert!(!pool.contains("k"));
-        assert_eq!(*pool.get_or_load("k", 1, || Ok(5u32)).unwrap(), 5);
+        assert_eq!(*pool.get_or_load("k", Residence::Host, 1, || Ok(5u32)).unwrap(), 5);
         let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let _ = pool.get_or_load::<u32>("p", 1, || panic!("boom"));
+            let _ = pool.get_or_load::<u32>("p", Residence::Host, 1, || panic!("boom"));
         }));
         assert!(panicked.is_err());
         assert_eq!(pool.stats().loading, 0, "a panicking loader must not leave the key stuck");
-        assert_eq!(*pool.get_or_load("p", 1, || Ok(6u32)).unwrap(), 6);
+        assert_eq!(*pool.get_or_load("p", Residence::Host, 1, || Ok(6u32)).unwrap(), 6);
+    }
+
+    #[test]
+    fn each_gpu_and_the_host_have_their_own_budget() {
+        let pool = ModelPool::new(100).with_vram_budget(50);
+        let _h = pool.get_or_load("host", Residence::Host, 90, || Ok(1u8)).unwrap();
+        let _a = pool.get_or_load("a0", Residence::Gpu(0), 30, || Ok(2u8)).unwrap();
+        let _b = pool.get_or_load("b1", Residence::Gpu(1), 40, || Ok(3u8)).unwrap();
+        assert!(pool.contains("host") && pool.contains("a0") && pool.contains("b1"), "all within their budgets");
+        let _c = pool.get_or_load("c0", Residence::Gpu(0), 30, || Ok(4u8)).unwrap();
+        assert!(!pool.contains("a0"), "GPU 0 is over its budget: its oldest model leaves");
+        assert!(pool.contains("host") && pool.contains("b1") && pool.contains("c0"));
+        let s = pool.stats();
+        assert_eq!((s.bytes, s.vram_bytes, s.vram_budget, s.evictions), (90, 70, 50, 1));
+        assert_eq!(pool.resident(Residence::Gpu(0)), (1, 30));
+        assert_eq!(pool.release(Residence::Gpu(1)), (1, 40));
+        assert!(!pool.contains("b1") && pool.contains("c0"));
+        assert_eq!(pool.stats().vram_bytes, 30);
     }
 
     #[test]
     fn a_key_keeps_its_type() {
         let pool = ModelPool::new(100);
-        pool.get_or_load("k", 1, || Ok(1u32)).unwrap();
-        let e = pool.get_or_load("k", 1, || Ok("x".to_string())).unwrap_err();
+        pool.get_or_load("k", Residence::Host, 1, || Ok(1u32)).unwrap();
+        let e = pool.get_or_load("k", Residence::Host, 1, || Ok("x".to_string())).unwrap_err();
         assert!(e.to_string().contains("another type"), "{e}");
     }
 

@@ -13,6 +13,7 @@ use anyhow::anyhow;
 use tokio::sync::mpsc;
 
 use crate::cache::Cache;
+use crate::models::Residence;
 use crate::context::{CancelToken, Interrupted, OpContext, Provenance};
 use crate::effects::Shown;
 use crate::events::{Event, EventSink, NodeStatus};
@@ -216,6 +217,7 @@ impl Scheduler<'_> {
             started: self.exec.started,
             provenance: Arc::clone(&self.exec.provenance),
             models: Arc::clone(&self.exec.models),
+            cache: Arc::clone(&self.exec.cache),
             memo_root: self.exec.memo_root.clone(),
             memo_reads: self.exec.memo_reads,
             guard: Arc::clone(&self.exec.guard),
@@ -389,6 +391,7 @@ struct Job {
     started: Instant,
     provenance: Arc<Provenance>,
     models: Arc<ModelPool>,
+    cache: Arc<Cache>,
     memo_root: Option<PathBuf>,
     memo_reads: bool,
     guard: Arc<WriteGuard>,
@@ -428,9 +431,43 @@ impl Job {
                 outputs
             });
         let elapsed = t0.elapsed();
+        let result = result.map_err(|e| self.out_of_memory(e));
         let interrupted = matches!(&result, Err(e) if e.downcast_ref::<Interrupted>().is_some());
         Completion { node: self.node, result: result.map_err(|e| format!("{e:#}")), interrupted, elapsed }
     }
+}
+
+impl Job {
+    /// An error that says the node's GPU ran out of memory gets what flow
+    /// held there and what to do; the models and cached outputs flow kept on
+    /// that GPU are released, so the next node or run starts with room.
+    fn out_of_memory(&self, e: anyhow::Error) -> anyhow::Error {
+        if self.lane.device.is_cpu() || !is_out_of_memory(&format!("{e:#}")) {
+            return e;
+        }
+        let residence = Residence::of(&self.lane.device);
+        let (models, bytes) = self.models.release(residence);
+        let outputs = self.cache.release_vram();
+        let budget = self.models.stats().vram_budget;
+        e.context(out_of_memory_note(&self.lane.name, models, bytes, outputs, budget))
+    }
+}
+
+/// True if an error's text says a GPU allocation failed.
+fn is_out_of_memory(text: &str) -> bool {
+    text.contains("OUT_OF_MEMORY") || text.to_ascii_lowercase().contains("out of memory")
+}
+
+/// What an out-of-memory error of a node on `device` adds.
+fn out_of_memory_note(device: &str, models: usize, model_bytes: u64, outputs: usize, budget: u64) -> String {
+    let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+    format!(
+        "{device} ran out of memory; flow held {models} model(s) ({:.2} GiB, model budget {:.2} GiB of \
+         --vram-budget) and {outputs} cached output(s) there, now released. Run fewer nodes at once \
+         (--jobs), lower --vram-budget to leave the nodes more room, or use smaller images or batches",
+        gib(model_bytes),
+        gib(budget)
+    )
 }
 
 fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
@@ -439,4 +476,20 @@ fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
         .map(|s| s.to_string())
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "unknown panic".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gpu_out_of_memory_errors_are_recognised_and_explained() {
+        assert!(is_out_of_memory("DriverError(CUDA_ERROR_OUT_OF_MEMORY, \"out of memory\")"));
+        assert!(is_out_of_memory("Metal: Out of memory allocating a buffer"));
+        assert!(!is_out_of_memory("cannot read model.safetensors: no such file"));
+        let note = out_of_memory_note("cuda:0", 2, 3 << 30, 5, 6 << 30);
+        assert!(note.starts_with("cuda:0 ran out of memory"), "{note}");
+        assert!(note.contains("2 model(s) (3.00 GiB, model budget 6.00 GiB"), "{note}");
+        assert!(note.contains("5 cached output(s)") && note.contains("--vram-budget"), "{note}");
+    }
 }

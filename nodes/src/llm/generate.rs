@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Result};
-use flow_engine::models::ResolvedModel;
+use flow_engine::models::{Residence, ResolvedModel};
 use flow_engine::{Cost, Inputs, Op, OpContext, OpSpec, Outputs, PortSpec, Value, ValueType};
 
 use super::model::{LanguageModel, LoadPlan, Precision};
@@ -299,12 +299,12 @@ impl Op for Generate {
         let plan_key = model.pool_key(ctx.device(), &format!("llm-plan-{}", precision.name()));
         let plan = ctx
             .models()
-            .get_or_load(&plan_key, std::mem::size_of::<LoadPlan>() as u64, || LoadPlan::new(&model.path, precision))
+            .get_or_load(&plan_key, Residence::Host, std::mem::size_of::<LoadPlan>() as u64, || LoadPlan::new(&model.path, precision))
             .map_err(|e| anyhow!("model `{}`: {e:#}", model.reference))?;
         let key = model.pool_key(ctx.device(), plan.loader);
         let lm = ctx
             .models()
-            .get_or_load(&key, plan.bytes, || LanguageModel::load(&model.path, ctx.device(), plan.precision))
+            .get_or_load(&key, Residence::of(ctx.device()), plan.bytes, || LanguageModel::load(&model.path, ctx.device(), plan.precision))
             .map_err(|e| anyhow!("model `{}`: {e:#}", model.reference))?;
         let ids = lm.prompt_ids(inputs.text("prompt")?, inputs.opt_text("system")?, inputs.bool("chat")?)?;
         ctx.check_cancelled()?;

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use anyhow::{bail, ensure, Context, Result};
-use flow_engine::models::ResolvedModel;
+use flow_engine::models::{Residence, ResolvedModel};
 use flow_engine::{Cost, Inputs, Op, OpContext, OpSpec, Outputs, PortSpec, Value, ValueType};
 
 use super::{TileOptions, Upscaler, MAX_AUTO_TILE_PAD};
@@ -118,7 +118,7 @@ impl Op for UpscaleOp {
         let key = model.pool_key(device, LOADER);
         let net = ctx
             .models()
-            .get_or_load(&key, memory_hint(&model.path), || {
+            .get_or_load(&key, Residence::of(ctx.device()), memory_hint(&model.path), || {
                 Upscaler::load(&model.path, device)
                     .with_context(|| format!("model `{}`", model.reference))
             })?;

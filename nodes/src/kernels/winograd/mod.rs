@@ -531,6 +531,11 @@ mod tests {
         out
     }
 
+    /// The op's output values.
+    fn apply(input: &Tensor, op: Conv3x3Op) -> Vec<f32> {
+        input.apply_op1_no_bwd(&op).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    }
+
     fn isas() -> Vec<Isa> {
         let mut v = vec![Isa::Scalar];
         if isa() != Isa::Scalar {
@@ -563,17 +568,7 @@ mod tests {
             let conv = Winograd3x3::new(&w, Some(&bias), c_out, c);
             let input = Tensor::from_vec(x.clone(), (n, c, sh, sw), &Device::Cpu).unwrap();
             for isa in isas() {
-                let op = Conv3x3Op {
-                    isa,
-                    ..conv.op(up, Activation::Identity)
-                };
-                let got = input
-                    .apply_op1_no_bwd(&op)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap();
+                let got = apply(&input, Conv3x3Op { isa, ..conv.op(up, Activation::Identity) });
                 assert_eq!(got.len(), want.len());
                 let scale = want.iter().fold(0f64, |m, v| m.max(v.abs()));
                 let err = got
@@ -598,17 +593,7 @@ mod tests {
         let input = Tensor::from_vec(x, (1, c, sh, sw), &Device::Cpu).unwrap();
         for slopes in [vec![0.25f32, -0.5, 1.5, 0.0], vec![0.1]] {
             for isa in isas() {
-                let op = Conv3x3Op {
-                    isa,
-                    ..conv.op(false, Activation::Prelu(&slopes))
-                };
-                let got = input
-                    .apply_op1_no_bwd(&op)
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap();
+                let got = apply(&input, Conv3x3Op { isa, ..conv.op(false, Activation::Prelu(&slopes)) });
                 for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                     let slope =
                         f64::from(slopes[if slopes.len() == 1 { 0 } else { i / (sh * sw) }]);

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
 use candle_core::{Device, Tensor};
-use flow_engine::models::ResolvedModel;
+use flow_engine::models::{Residence, ResolvedModel};
 use flow_engine::{Cost, Inputs, Op, OpContext, OpSpec, Outputs, PortSpec, Value, ValueType};
 
 pub use bert::{EncoderSettings, Pooling, SentenceEncoder, TokenIds, TOKENS_PER_PASS};
@@ -37,7 +37,7 @@ pub(crate) fn model_input<'a>(inputs: &'a Inputs, port: &str) -> Result<&'a Reso
 fn load_encoder(ctx: &OpContext, model: &ResolvedModel) -> Result<Arc<SentenceEncoder>> {
     let key = model.pool_key(ctx.device(), LOADER);
     let bytes = std::fs::metadata(model.dir().join("model.safetensors")).map_or(0, |m| m.len());
-    ctx.models().get_or_load(&key, bytes, || SentenceEncoder::load(model.dir(), ctx.device()))
+    ctx.models().get_or_load(&key, Residence::of(ctx.device()), bytes, || SentenceEncoder::load(model.dir(), ctx.device()))
 }
 
 /// Embeddings of `texts` as a row-major `[texts.len(), dim]` matrix, with

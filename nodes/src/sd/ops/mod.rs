@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
 use candle_core::DType;
-use flow_engine::models::ResolvedModel;
+use flow_engine::models::{Residence, ResolvedModel};
 use flow_engine::{Inputs, OpContext, PortSpec, Registry, ValueType};
 
 pub use cond::SdCond;
@@ -89,7 +89,7 @@ pub fn text_encoder(ctx: &OpContext, model: &ResolvedModel, dtype: DType) -> Res
     let dir = model.dir();
     let key = model.pool_key(ctx.device(), &format!("sd-text-encoder-{}", dtype.as_str()));
     let bytes = resident_bytes(&dir.join("text_encoder"), "model", dtype);
-    ctx.models().get_or_load(&key, bytes, || TextEncoder::load(dir, ctx.device(), dtype))
+    ctx.models().get_or_load(&key, Residence::of(ctx.device()), bytes, || TextEncoder::load(dir, ctx.device(), dtype))
 }
 
 /// The UNet of an SD model in `dtype`, from the pool.
@@ -97,7 +97,7 @@ pub fn unet(ctx: &OpContext, model: &ResolvedModel, dtype: DType) -> Result<Arc<
     let dir = model.dir();
     let key = model.pool_key(ctx.device(), &format!("sd-unet-{}", dtype.as_str()));
     let bytes = resident_bytes(&dir.join("unet"), "diffusion_pytorch_model", dtype);
-    ctx.models().get_or_load(&key, bytes, || load_unet(dir, ctx.device(), dtype))
+    ctx.models().get_or_load(&key, Residence::of(ctx.device()), bytes, || load_unet(dir, ctx.device(), dtype))
 }
 
 /// The VAE configuration of an SD model (cheap: no weights are loaded).
@@ -110,5 +110,5 @@ pub fn vae(ctx: &OpContext, model: &ResolvedModel) -> Result<Arc<AutoencoderKl>>
     let dir = model.dir();
     let key = model.pool_key(ctx.device(), "sd-vae-f32");
     let bytes = f32_bytes(&dir.join("vae"), "diffusion_pytorch_model");
-    ctx.models().get_or_load(&key, bytes, || load_vae(dir, ctx.device(), DType::F32))
+    ctx.models().get_or_load(&key, Residence::of(ctx.device()), bytes, || load_vae(dir, ctx.device(), DType::F32))
 }
