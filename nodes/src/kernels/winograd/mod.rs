@@ -468,7 +468,7 @@ impl CustomOp1 for Conv3x3Op<'_> {
                 let dst = out.as_mut_ptr().add(i * per_out);
                 match isa {
                     #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => self.image::<Avx2>(image, sh, sw, dst, band_avx2),
+                    Isa::Avx2 | Isa::Avx512 => self.image::<Avx2>(image, sh, sw, dst, band_avx2),
                     Isa::Scalar => self.image::<Scalar>(image, sh, sw, dst, band_scalar),
                 }
             }

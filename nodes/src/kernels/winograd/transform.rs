@@ -4,33 +4,31 @@
 //!
 //! The input and output transforms work on vectors holding the same element
 //! of `LANES` neighbouring tiles of one row ([`TileLanes`]), so they run
-//! with full SIMD width on NCHW data; the kernel transform runs once per
-//! convolution, in f64.
+//! with full SIMD width on NCHW data; the kernel transform runs in f64.
 
 use crate::kernels::simd::{Scalar, Simd};
 
-/// `G` (6x3): the kernel transform.
-const G: [[f64; 3]; 6] = [
-    [1.0 / 4.0, 0.0, 0.0],
-    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
-    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
-    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
-    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
-    [0.0, 0.0, 1.0],
-];
+/// `G x` for three values `x`, with `G` (6x3) the kernel transform:
+/// rows `[1/4, 0, 0]`, `[-1/6, -1/6, -1/6]`, `[-1/6, 1/6, -1/6]`,
+/// `[1/24, 1/12, 1/6]`, `[1/24, -1/12, 1/6]`, `[0, 0, 1]`.
+#[inline(always)]
+fn kernel_1d([a, b, c]: [f64; 3]) -> [f64; 6] {
+    let (sixth, twelfth, twentyfourth) = (1.0 / 6.0, 1.0 / 12.0, 1.0 / 24.0);
+    let (even, odd) = ((a + c) * sixth, b * sixth);
+    let (even24, odd12) = (a * twentyfourth + c * sixth, b * twelfth);
+    [a * 0.25, -(even + odd), odd - even, even24 + odd12, even24 - odd12, c]
+}
 
-/// `G g Gᵀ` of one 3x3 kernel (row-major), as 36 values (row-major 6x6).
+/// `G g Gᵀ` of one 3x3 kernel (row-major), as 36 values (row-major 6x6),
+/// computed in f64.
 pub(super) fn kernel(g: &[f32]) -> [f32; 36] {
-    let mut gg = [[0f64; 3]; 6]; // G g
-    for (i, row) in gg.iter_mut().enumerate() {
-        for (j, v) in row.iter_mut().enumerate() {
-            *v = (0..3).map(|k| G[i][k] * f64::from(g[k * 3 + j])).sum();
-        }
-    }
+    let g = |i: usize| f64::from(g[i]);
+    let columns = [0, 1, 2].map(|j| kernel_1d([g(j), g(3 + j), g(6 + j)])); // G g, by column
     let mut out = [0f32; 36];
     for i in 0..6 {
-        for j in 0..6 {
-            out[i * 6 + j] = (0..3).map(|k| gg[i][k] * G[j][k]).sum::<f64>() as f32;
+        let row = kernel_1d([columns[0][i], columns[1][i], columns[2][i]]);
+        for (j, v) in row.into_iter().enumerate() {
+            out[i * 6 + j] = v as f32;
         }
     }
     out

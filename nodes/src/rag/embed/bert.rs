@@ -22,6 +22,7 @@ use std::path::Path;
 use anyhow::{anyhow, bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor, D};
 use candle_nn::VarBuilder;
+use rayon::prelude::*;
 use serde::Deserialize;
 use tokenizers::{Tokenizer, TruncationParams};
 
@@ -364,9 +365,22 @@ impl SentenceEncoder {
         let mut order: Vec<usize> = (0..rows.len()).collect();
         order.sort_by_key(|&i| std::cmp::Reverse(rows[i].len()));
         let groups = batches(&order, |i| rows[i].len(), batch);
-        for (done, group) in groups.iter().enumerate() {
-            let batch_rows: Vec<&[u32]> = group.iter().map(|&i| rows[i]).collect();
-            on_batch(group, self.embed_ids(&batch_rows)?, done + 1, groups.len())?;
+        // As many batches at once as there are threads: the layers' matrix
+        // products split well over threads, but the rest of a forward pass
+        // (attention text by text, norms, small ops) runs on one, so whole
+        // batches side by side use the cores better. Each batch computes
+        // exactly what it computes alone; results are handed over in order.
+        let at_once = if self.device.is_cpu() { rayon::current_num_threads().max(1) } else { 1 };
+        let mut done = 0;
+        for wave in groups.chunks(at_once) {
+            let vectors: Vec<Result<Vec<Vec<f32>>>> = wave
+                .par_iter()
+                .map(|group| self.embed_ids(&group.iter().map(|&i| rows[i]).collect::<Vec<_>>()))
+                .collect();
+            for (group, vectors) in wave.iter().zip(vectors) {
+                done += 1;
+                on_batch(group, vectors?, done, groups.len())?;
+            }
         }
         Ok(())
     }

@@ -12,7 +12,7 @@
 use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 #[cfg(target_arch = "x86_64")]
-use crate::kernels::simd::Avx2;
+use crate::kernels::simd::{Avx2, Avx512};
 use crate::kernels::simd::{isa, Isa, Scalar, Simd};
 use super::f32_data;
 use crate::kernels::parallel::{parallel_for, SharedMut};
@@ -239,6 +239,18 @@ unsafe fn block_avx2(c: &Ctx, sc: &mut Scratch, item: usize) {
     block::<Avx2, 6, 6, 2>(c, sc, item)
 }
 
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn pack_avx512(c: &Ctx, bh: usize) {
+    pack::<Avx512>(c, bh)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx2,fma")]
+unsafe fn block_avx512(c: &Ctx, sc: &mut Scratch, item: usize) {
+    block::<Avx512, 6, 6, 2>(c, sc, item)
+}
+
 unsafe fn pack_scalar(c: &Ctx, bh: usize) {
     pack::<Scalar>(c, bh)
 }
@@ -251,6 +263,8 @@ fn kernels(isa: Isa) -> Kernels {
     match isa {
         #[cfg(target_arch = "x86_64")]
         Isa::Avx2 => Kernels { lanes: 8, pack: pack_avx2, block: block_avx2 },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => Kernels { lanes: 16, pack: pack_avx512, block: block_avx512 },
         Isa::Scalar => Kernels { lanes: 1, pack: pack_scalar, block: block_scalar },
     }
 }

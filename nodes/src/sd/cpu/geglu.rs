@@ -71,7 +71,7 @@ impl CustomOp1 for FusedGeglu {
         let job = Job { h: f32_data(storage, layout)?, out: SharedMut(out.as_mut_ptr()), rows, inner };
         let kernel: unsafe fn(&Job, usize) = match self.isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => rows_avx2,
+            Isa::Avx2 | Isa::Avx512 => rows_avx2,
             Isa::Scalar => rows_scalar,
         };
         // SAFETY: work items write disjoint rows of `out`, which outlives the

@@ -124,7 +124,7 @@ impl CustomOp1 for FusedGroupNorm {
         let job = Job { op: self, x, out: SharedMut(out.as_mut_ptr()), channels, spatial };
         let kernel: unsafe fn(&Job, usize) = match self.isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => group_avx2,
+            Isa::Avx2 | Isa::Avx512 => group_avx2,
             Isa::Scalar => group_scalar,
         };
         // SAFETY: every (sample, group) writes its own contiguous range of

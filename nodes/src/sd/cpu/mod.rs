@@ -38,8 +38,11 @@ mod tests {
         let mut v = vec![Isa::Scalar];
         #[cfg(target_arch = "x86_64")]
         {
-            if isa() == Isa::Avx2 {
+            if matches!(isa(), Isa::Avx2 | Isa::Avx512) {
                 v.push(Isa::Avx2);
+            }
+            if isa() == Isa::Avx512 {
+                v.push(Isa::Avx512);
             }
         }
         v
