@@ -87,4 +87,10 @@ fn stats_report_the_budget_and_bad_budgets_are_usage_errors() {
     let out = sb.flow(&["run", "g.yaml", "--disk-budget", "lots"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(common::stderr(&out).contains("--disk-budget lots"));
+    // The GPU budget is read the same way.
+    let out = sb.flow(&["run", "g.yaml", "--vram-budget", "12Q"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(common::stderr(&out).contains("--vram-budget 12Q: unknown unit"), "{}", common::stderr(&out));
+    let out = sb.flow(&["run", "g.yaml", "--vram-budget", "6G"]);
+    assert_eq!(out.status.code(), Some(0), "{}", common::stderr(&out));
 }
