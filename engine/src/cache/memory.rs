@@ -81,10 +81,10 @@ impl MemoryTier {
         }
     }
 
-    /// The same tier with `bytes` as its GPU memory budget.
-    pub fn with_vram_budget(mut self, bytes: usize) -> MemoryTier {
+    /// Sets the GPU memory budget (before anything is stored: entries
+    /// already held are not evicted for it).
+    pub fn set_vram_budget(&mut self, bytes: usize) {
         self.vram_budget = bytes;
-        self
     }
 
     /// The outputs stored under `key` (sharing their values), marking them used.
@@ -237,7 +237,8 @@ mod tests {
 
     #[test]
     fn gpu_memory_has_its_own_budget() {
-        let mut tier = MemoryTier::new(10_000).with_vram_budget(1_000);
+        let mut tier = MemoryTier::new(10_000);
+        tier.set_vram_budget(1_000);
         // Entries whose tensors sit on a GPU (counted as `vram` of their bytes).
         tier.put_sized(key(1), sized(700), MS, 600);
         tier.put_sized(key(2), sized(100), MS, 0);

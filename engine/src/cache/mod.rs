@@ -78,11 +78,7 @@ impl Cache {
 
     /// The same cache with `bytes` as the memory tier's budget of GPU memory.
     pub fn with_vram_budget(self, bytes: usize) -> Cache {
-        {
-            let mut memory = self.memory();
-            let tier = std::mem::replace(&mut *memory, MemoryTier::new(0));
-            *memory = tier.with_vram_budget(bytes);
-        }
+        self.memory().set_vram_budget(bytes);
         self
     }
 
