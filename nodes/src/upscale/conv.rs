@@ -237,10 +237,11 @@ mod tests {
                 .unwrap();
             let got = conv.forward(&x, None).unwrap();
             assert_eq!(got.dims(), want.dims());
-            assert!(
-                crate::upscale::max_abs_diff(&got, &want) < 1e-4,
-                "k {k} pad {padding} dil {dilation}"
-            );
+            // Relative to the largest output: 3x3 convolutions go through
+            // Winograd, whose rounding grows with the sums' magnitude.
+            let scale = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1.0);
+            let diff = crate::upscale::max_abs_diff(&got, &want);
+            assert!(diff < 1e-5 * scale, "k {k} pad {padding} dil {dilation}: {diff} (largest {scale})");
             assert_eq!(conv.bias().unwrap().dims(), [7]);
         }
     }
