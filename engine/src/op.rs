@@ -29,28 +29,51 @@ pub struct PortSpec {
     /// False for text inputs whose `${...}` and `$$` the op interprets itself
     /// (e.g. a template); a whole-value `$reference` is still resolved.
     pub interpolate: bool,
+    /// The only values a text input accepts (`None`: any text). Literals are
+    /// checked when the graph is validated, interpolated text when the node runs.
+    pub choices: Option<&'static [&'static str]>,
 }
 
 impl PortSpec {
     /// A required input or an output.
     pub fn new(name: &'static str, ty: ValueType, doc: &'static str) -> Self {
-        PortSpec { name, ty, default: None, optional: false, doc, interpolate: true }
+        PortSpec { name, ty, default: None, optional: false, doc, interpolate: true, choices: None }
     }
 
     /// An input with a default value.
     pub fn with_default(name: &'static str, ty: ValueType, default: impl Into<Value>, doc: &'static str) -> Self {
-        PortSpec { name, ty, default: Some(default.into()), optional: false, doc, interpolate: true }
+        PortSpec { name, ty, default: Some(default.into()), optional: false, doc, interpolate: true, choices: None }
     }
 
     /// An optional input without default.
     pub fn optional(name: &'static str, ty: ValueType, doc: &'static str) -> Self {
-        PortSpec { name, ty, default: None, optional: true, doc, interpolate: true }
+        PortSpec { name, ty, default: None, optional: true, doc, interpolate: true, choices: None }
     }
 
     /// Leaves `${...}` and `$$` in this text input to the op.
     pub fn verbatim(mut self) -> Self {
         self.interpolate = false;
         self
+    }
+
+    /// Restricts a text input to `choices` (listed by `flow ops`; an unknown
+    /// literal is a located validation error with a did-you-mean).
+    pub fn one_of(mut self, choices: &'static [&'static str]) -> Self {
+        self.choices = Some(choices);
+        self
+    }
+
+    /// `Err` naming the valid values when `value` is text this port does not
+    /// accept; values of other types pass (the type check reports those).
+    pub fn check_choice(&self, value: &Value) -> Result<(), String> {
+        let (Some(choices), Value::Text(text)) = (self.choices, value) else { return Ok(()) };
+        if choices.contains(&&**text) {
+            return Ok(());
+        }
+        let hint = crate::diagnostics::did_you_mean(text, choices.iter().copied())
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default();
+        Err(format!("`{text}` is not one of {}{hint}", choices.join(", ")))
     }
 
     /// True if a graph must give this input.
@@ -332,3 +355,22 @@ pub trait Op: Send + Sync + 'static {
 
 /// A shared op.
 pub type OpRef = Arc<dyn Op>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn choices_accept_listed_text_and_name_the_others() {
+        let port = PortSpec::with_default("mode", ValueType::Text, "fast", "how").one_of(&["fast", "exact"]);
+        assert_eq!(port.check_choice(&Value::text("exact")), Ok(()));
+        let err = port.check_choice(&Value::text("exakt")).unwrap_err();
+        assert_eq!(err, "`exakt` is not one of fast, exact (did you mean `exact`?)");
+        let err = port.check_choice(&Value::text("zzz")).unwrap_err();
+        assert_eq!(err, "`zzz` is not one of fast, exact");
+        // Other types are the type check's business.
+        assert_eq!(port.check_choice(&Value::Int(3)), Ok(()));
+        let free = PortSpec::new("text", ValueType::Text, "any");
+        assert_eq!(free.check_choice(&Value::text("anything")), Ok(()));
+    }
+}

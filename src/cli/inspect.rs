@@ -179,7 +179,11 @@ fn describe(spec: &OpSpec) -> String {
             (None, true) => "(optional)".into(),
             (None, false) => "(required)".into(),
         };
-        t.row(vec![format!("  {}", p.name), p.ty.to_string(), default, p.doc.to_string()]);
+        let doc = match p.choices {
+            Some(choices) => format!("{} (one of: {})", p.doc, choices.join(", ")),
+            None => p.doc.to_string(),
+        };
+        t.row(vec![format!("  {}", p.name), p.ty.to_string(), default, doc]);
     }
     s.push_str(&t.render());
     s.push_str("\noutputs:\n");

@@ -31,6 +31,9 @@ pub(super) fn check_port(
         Expr::Map(_) => (ValueType::Map, "a map".to_string()),
     };
     if want.accepts(given) && !(want.is_tensor_like() && matches!(expr, Expr::Literal(_))) {
+        if let Expr::Literal(v) = expr {
+            port.check_choice(v)?;
+        }
         return Ok(());
     }
     let hint = match (want, expr) {

@@ -24,6 +24,7 @@ pub fn materialize(
                 None => continue,
             },
         };
+        port.check_choice(&value).map_err(|msg| anyhow!("input `{}`: {msg}", port.name))?;
         values.insert(port.name.to_string(), value);
     }
     Ok(Inputs::new(values))
