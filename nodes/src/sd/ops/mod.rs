@@ -100,6 +100,12 @@ pub fn unet(ctx: &OpContext, model: &ResolvedModel, dtype: DType) -> Result<Arc<
     ctx.models().get_or_load(&key, Residence::of(ctx.device()), bytes, || load_unet(dir, ctx.device(), dtype))
 }
 
+/// The scheduler configuration of an SD model (cheap: no weights are
+/// loaded): a diffusers directory's `scheduler/scheduler_config.json`.
+pub(super) fn scheduler_config(model: &ResolvedModel) -> Result<crate::sd::scheduler::SchedulerConfig> {
+    crate::sd::scheduler::SchedulerConfig::from_file(&model.dir().join("scheduler").join("scheduler_config.json"))
+}
+
 /// The VAE configuration of an SD model (cheap: no weights are loaded).
 fn vae_config(model: &ResolvedModel) -> Result<VaeConfig> {
     read_json(&model.dir().join("vae").join("config.json"))
