@@ -2,7 +2,8 @@
 //! cache, tiny generated models), content fingerprints and the resident pool
 //! of loaded models.
 //!
-//! * [`ModelRef`] parses a reference (`./m.gguf`, `hf:org/repo@rev`, `minilm`, `tiny:sd`).
+//! * [`ModelRef`] parses a reference (`./m.gguf`, `hf:org/repo@rev`, `minilm`,
+//!   `tiny:sd`, `ckpt:NAME` for a file of the [`ModelLibrary`]).
 //! * [`ModelStore::resolve`] makes it a [`ResolvedModel`]: local files and a
 //!   content fingerprint. That is the value `model` ports carry; ops read it with
 //!   `inputs.value("model")?.as_object::<ResolvedModel>()`.
@@ -17,6 +18,7 @@ pub mod catalog;
 pub mod fingerprint;
 mod fsutil;
 pub mod hub;
+pub mod library;
 pub mod pool;
 pub mod reference;
 pub mod resolved;
@@ -34,6 +36,7 @@ use serde::Serialize;
 
 pub use catalog::{Catalog, CatalogEntry, PinnedFile, Source};
 pub use fingerprint::Fingerprinter;
+pub use library::{LibraryEntry, LibraryFolder, ModelLibrary};
 pub use pool::{ModelPool, PoolStats, Residence};
 pub use reference::{ModelRef, ModelRefError};
 pub use resolved::{register_decoders, ResolvedModel};

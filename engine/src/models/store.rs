@@ -29,6 +29,7 @@ use super::catalog::{Catalog, CatalogEntry, PinnedFile, Source};
 use super::fingerprint::{Fingerprinter, PinMismatch};
 use super::fsutil::{clean_stale_temp, copy_hashing, sha256_file, TempDir};
 use crate::files::write_atomic;
+use super::library::ModelLibrary;
 use super::reference::ModelRef;
 use super::resolved::{guess_kind, ResolvedModel};
 use super::tiny::{self, TinyGenerator};
@@ -49,6 +50,7 @@ pub struct ModelStore {
     hub_cache: Option<PathBuf>,
     hub_offline: bool,
     fingerprints: Fingerprinter,
+    library: Option<ModelLibrary>,
     tiny: RwLock<BTreeMap<String, (u32, TinyGenerator)>>,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
@@ -132,6 +134,7 @@ impl ModelStore {
             pip: wheel::pip_command_from_env(),
             hub_cache: hub::default_hub_cache(),
             hub_offline: hub::offline_from_env(),
+            library: None,
             tiny: RwLock::new(BTreeMap::new()),
             locks: Mutex::new(HashMap::new()),
         }
@@ -161,7 +164,20 @@ impl ModelStore {
         self
     }
 
-    /// The `models/` folder.
+    /// Reads `ckpt:`, `vae:`, `upscaler:`, `lora:` and `embedding:`
+    /// references from `library` (a models folder in ComfyUI's layout).
+    pub fn with_library(mut self, library: ModelLibrary) -> Self {
+        self.library = Some(library);
+        self
+    }
+
+    /// The models folder in ComfyUI's layout, if one is set.
+    pub fn library(&self) -> Option<&ModelLibrary> {
+        self.library.as_ref()
+    }
+
+    /// The store's own `models/` folder (catalog downloads, tiny models), not
+    /// the [`ModelStore::library`].
     pub fn models_dir(&self) -> &Path {
         &self.models_dir
     }
@@ -205,6 +221,19 @@ impl ModelStore {
                 let path = fs::canonicalize(&abs).map_err(|e| {
                     anyhow!("model `{reference}`: {} does not exist or cannot be read ({e})", abs.display())
                 })?;
+                let fingerprint = self.fingerprint_with_progress(&path, &reference, progress)?;
+                Ok(ResolvedModel { kind: guess_kind(&path), reference, path, fingerprint })
+            }
+            ModelRef::Library { folder, name } => {
+                let library = self.library.as_ref().ok_or_else(|| {
+                    anyhow!(
+                        "model `{reference}`: no models folder is set; pass `--models-dir DIR` or set {} to a \
+                         folder in ComfyUI's layout (checkpoints/, vae/, upscale_models/, loras/, embeddings/)",
+                        super::library::LIBRARY_DIR_ENV
+                    )
+                })?;
+                let path = library.find(*folder, name).map_err(|e| anyhow!("model `{reference}`: {e:#}"))?;
+                // Exactly as a path reference: the fingerprint follows the bytes.
                 let fingerprint = self.fingerprint_with_progress(&path, &reference, progress)?;
                 Ok(ResolvedModel { kind: guess_kind(&path), reference, path, fingerprint })
             }
@@ -495,6 +524,7 @@ impl std::fmt::Debug for ModelStore {
             .field("pip", &self.pip)
             .field("hub_cache", &self.hub_cache)
             .field("hub_offline", &self.hub_offline)
+            .field("library", &self.library)
             .field("tiny", &self.tiny_kinds())
             .finish_non_exhaustive()
     }
