@@ -48,6 +48,11 @@ pub struct GraphArgs {
     /// Heavy CPU nodes run at once [default: number of cores, at least 2].
     #[arg(long, value_name = "N")]
     pub jobs: Option<usize>,
+    /// Models folder in ComfyUI's layout (checkpoints/, vae/, upscale_models/,
+    /// loras/, embeddings/) that `ckpt:NAME`, `vae:NAME`, `upscaler:NAME`,
+    /// `lora:NAME` and `embedding:NAME` read from [default: $FLOW_MODELS_DIR].
+    #[arg(long, value_name = "DIR")]
+    pub models_dir: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -135,8 +140,16 @@ pub enum GraphFormat {
 
 #[derive(Subcommand)]
 enum ModelsAction {
-    /// Catalog models (installed or not) and tiny test models.
-    List,
+    /// Catalog models (installed or not), tiny test models, and what the
+    /// models folder (ComfyUI's layout) holds.
+    List {
+        /// Models folder in ComfyUI's layout to list [default: $FLOW_MODELS_DIR].
+        #[arg(long, value_name = "DIR")]
+        models_dir: Option<PathBuf>,
+        /// Print one JSON document instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
     /// Fetch a catalog model now, verifying every file.
     Pull {
         /// Catalog name, e.g. `minilm`.
@@ -176,7 +189,9 @@ fn main() -> ExitCode {
         Command::Plan { args, no_cache } => cli::inspect::plan(&args, no_cache),
         Command::Graph { graph, format } => cli::inspect::graph(&graph, format),
         Command::Ops { op } => cli::inspect::ops(op.as_deref()),
-        Command::Models { action: ModelsAction::List, cache_dir } => cli::models::list(cache_dir),
+        Command::Models { action: ModelsAction::List { models_dir, json }, cache_dir } => {
+            cli::models::list(cache_dir, models_dir, json)
+        }
         Command::Models { action: ModelsAction::Pull { name }, cache_dir } => cli::models::pull(&name, cache_dir),
         Command::Models { action: ModelsAction::Verify, cache_dir } => cli::models::verify(cache_dir),
         Command::Cache { action: CacheAction::Stats, cache_dir } => cli::cache::stats(cache_dir),

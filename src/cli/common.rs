@@ -67,7 +67,8 @@ pub fn engine(args: &GraphArgs, registry: Registry, quiet: bool) -> Result<Engin
         cpu_slots: args.jobs.unwrap_or_else(default_cpu_slots),
         default_device,
     };
-    let resolver = StoreResolver::new(super::models::store(&args.cache_dir), super::models::progress_sink(quiet));
+    let store = super::models::store_with_library(&args.cache_dir, &args.models_dir)?;
+    let resolver = StoreResolver::new(store, super::models::progress_sink(quiet));
     // A cache folder that cannot be opened is a usage error, not a failed node.
     Engine::new(registry, Arc::new(resolver), config).map_err(|e| {
         errln!("error: {e:#}");

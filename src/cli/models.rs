@@ -1,26 +1,63 @@
-//! `flow models list | pull NAME | verify`, and the progress display of
-//! model downloads shared with `flow run`.
+//! `flow models list | pull NAME | verify`, the models folder in ComfyUI's
+//! layout (`--models-dir`), and the progress display of model downloads
+//! shared with `flow run`.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use flow_engine::models::{ModelPhase, ModelProgress, ModelStore, ProgressSink};
+use flow_engine::models::library::LIBRARY_DIR_ENV;
+use flow_engine::models::{LibraryEntry, LibraryFolder, ModelLibrary, ModelPhase, ModelProgress, ModelStore, ProgressSink};
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::cache::human_bytes;
 use super::common::cache_dir;
 use super::table::Table;
-use super::{EXIT_FAILED, EXIT_OK};
+use super::{EXIT_FAILED, EXIT_INVALID, EXIT_OK};
 
 /// The model store, with the built-in tiny models. Models live in the
 /// `models/` folder of `$FLOW_MODEL_CACHE` if set (to share downloaded models
 /// between cache folders), else of the cache folder.
 pub fn store(dir: &Option<PathBuf>) -> Arc<ModelStore> {
+    Arc::new(new_store(dir))
+}
+
+fn new_store(dir: &Option<PathBuf>) -> ModelStore {
     let root = std::env::var_os("FLOW_MODEL_CACHE").filter(|v| !v.is_empty()).map(PathBuf::from);
     let store = ModelStore::new(root.unwrap_or_else(|| cache_dir(dir)));
     flow_nodes::register_tiny_models(&store);
-    Arc::new(store)
+    store
+}
+
+/// The store of [`store`], reading `ckpt:`-style references from the models
+/// folder of [`library`]. `Err` carries the exit code.
+pub fn store_with_library(cache_dir: &Option<PathBuf>, models_dir: &Option<PathBuf>) -> Result<Arc<ModelStore>, u8> {
+    let store = new_store(cache_dir);
+    Ok(Arc::new(match library(models_dir)? {
+        Some((library, _)) => store.with_library(library),
+        None => store,
+    }))
+}
+
+/// The models folder in ComfyUI's layout: `--models-dir` if given, else
+/// `$FLOW_MODELS_DIR` if set and not empty, with where it came from. A
+/// folder that cannot be opened is a usage error (`Err` carries the exit code).
+pub fn library(flag: &Option<PathBuf>) -> Result<Option<(ModelLibrary, String)>, u8> {
+    let (dir, source) = match flag {
+        Some(d) => (d.clone(), "--models-dir".to_string()),
+        None => match std::env::var_os(LIBRARY_DIR_ENV).filter(|v| !v.is_empty()) {
+            Some(d) => (PathBuf::from(d), LIBRARY_DIR_ENV.to_string()),
+            None => return Ok(None),
+        },
+    };
+    let library = ModelLibrary::new(dir.clone());
+    match library.check() {
+        Ok(()) => Ok(Some((library, source))),
+        Err(e) => {
+            errln!("error: {source} {}: {e:#}", dir.display());
+            Err(EXIT_INVALID)
+        }
+    }
 }
 
 fn phase_word(p: ModelPhase) -> &'static str {
@@ -66,9 +103,18 @@ pub fn progress_sink(quiet: bool) -> ProgressSink {
     })
 }
 
-/// Lists catalog models and the tiny kinds.
-pub fn list(dir: Option<PathBuf>) -> u8 {
+/// Lists catalog models, the tiny kinds and what the models folder holds;
+/// `json` prints one JSON document instead.
+pub fn list(dir: Option<PathBuf>, models_dir: Option<PathBuf>, json: bool) -> u8 {
     let store = store(&dir);
+    let library = match library(&models_dir) {
+        Ok(l) => l,
+        Err(code) => return code,
+    };
+    let folder = library.as_ref().map(|(lib, source)| FolderListing::of(lib, source));
+    if json {
+        return list_json(&store, folder.as_ref());
+    }
     let mut t = Table::new(&["name", "kind", "size", "status", "description"]);
     for m in store.list() {
         let status = if m.installed { "installed" } else { "not installed" };
@@ -78,8 +124,127 @@ pub fn list(dir: Option<PathBuf>) -> u8 {
         t.row(vec![format!("tiny:{kind}"), kind.clone(), "-".into(), format!("generated (v{version})"), "random-weight test model of the real architecture".into()]);
     }
     out!("{}", t.render());
-    outln!("models folder: {}", store.models_dir().display());
+    outln!("model store: {}", store.models_dir().display());
+    match &folder {
+        Some(f) => print_folder(f),
+        None => outln!(
+            "no models folder: pass --models-dir DIR or set {LIBRARY_DIR_ENV} to list a folder in ComfyUI's layout (checkpoints/, vae/, ...)"
+        ),
+    }
     EXIT_OK
+}
+
+/// What the models folder holds, as listed.
+struct FolderListing {
+    /// The folder.
+    path: PathBuf,
+    /// `--models-dir` or `FLOW_MODELS_DIR`.
+    source: String,
+    /// False when it has none of the known subfolders.
+    has_layout: bool,
+    /// Its models.
+    models: Vec<FolderModel>,
+}
+
+/// One model of the models folder.
+struct FolderModel {
+    /// As a graph writes it: `ckpt:SD1.5/foo.safetensors`.
+    reference: String,
+    entry: LibraryEntry,
+    /// For a checkpoint: what flow makes of it (or why it cannot tell).
+    checkpoint: Option<String>,
+}
+
+impl FolderListing {
+    fn of(library: &ModelLibrary, source: &str) -> Self {
+        let models = library
+            .list()
+            .into_iter()
+            .map(|entry| {
+                let checkpoint = (entry.folder == LibraryFolder::Checkpoints && entry.error.is_none())
+                    .then(|| checkpoint_summary(&entry.path));
+                FolderModel { reference: entry.reference(), entry, checkpoint }
+            })
+            .collect();
+        FolderListing {
+            path: library.root().to_path_buf(),
+            source: source.to_string(),
+            has_layout: library.has_layout(),
+            models,
+        }
+    }
+
+    fn to_json(&self) -> serde_json::Value {
+        let models: Vec<serde_json::Value> = self
+            .models
+            .iter()
+            .map(|m| {
+                let mut v = serde_json::to_value(&m.entry).unwrap_or_default();
+                v["reference"] = m.reference.clone().into();
+                v["checkpoint"] = m.checkpoint.clone().into();
+                v
+            })
+            .collect();
+        serde_json::json!({ "path": self.path, "source": self.source, "has_layout": self.has_layout, "models": models })
+    }
+}
+
+/// What flow makes of a checkpoint: its family, dtype and prediction type.
+fn checkpoint_summary(path: &std::path::Path) -> String {
+    // CHECKPOINT-DESCRIBE: replace with `flow_nodes::sd::single_file::describe(path)`
+    // (family, dtype, prediction type and its source) once it exists.
+    flow_engine::models::resolved::guess_kind(path).unwrap_or_else(|| "unknown format".into())
+}
+
+fn print_folder(f: &FolderListing) {
+    outln!();
+    outln!("models folder ({}): {}", f.source, f.path.display());
+    if !f.has_layout {
+        outln!(
+            "  it has none of {}; point it at a folder in ComfyUI's layout (ComfyUI's `models/`)",
+            LibraryFolder::ALL.map(|d| format!("{}/", d.dir_name())).join(", ")
+        );
+        return;
+    }
+    if f.models.is_empty() {
+        outln!("  no models");
+        return;
+    }
+    let mut t = Table::new(&["reference", "size", "about"]);
+    for m in &f.models {
+        let size = m.entry.size.map_or_else(|| "-".to_string(), human_bytes);
+        let about = match (&m.entry.error, &m.checkpoint) {
+            (Some(e), _) => format!("unreadable: {e}"),
+            (None, Some(c)) => c.clone(),
+            (None, None) => String::new(),
+        };
+        t.row(vec![m.reference.clone(), size, about]);
+    }
+    out!("{}", t.render());
+}
+
+fn list_json(store: &ModelStore, folder: Option<&FolderListing>) -> u8 {
+    let tiny: Vec<serde_json::Value> = store
+        .tiny_kinds()
+        .into_iter()
+        .map(|(kind, version)| serde_json::json!({ "name": format!("tiny:{kind}"), "kind": kind, "version": version }))
+        .collect();
+    let doc = serde_json::json!({
+        "store": store.models_dir(),
+        "catalog": store.list(),
+        "tiny": tiny,
+        "models_dir": folder.map(FolderListing::to_json),
+    });
+    match serde_json::to_string_pretty(&doc) {
+        Ok(text) => {
+            outln!("{text}");
+            EXIT_OK
+        }
+        Err(e) => {
+            errln!("error: {e}");
+            EXIT_FAILED
+        }
+    }
 }
 
 /// Fetches and verifies one model.
