@@ -1,11 +1,16 @@
-//! tensor ops: safetensors files, seeded random tensors and basic arithmetic.
+//! tensor ops: safetensors files, seeded random tensors and basic arithmetic;
+//! the random streams ops draw from ([`generator`]: flow's SplitMix64 and
+//! torch's CPU generator, bit for bit).
 
 use flow_engine::Registry;
 
 mod arith;
+pub mod generator;
 mod matmul;
+pub mod mt19937;
 mod random;
 pub mod rng;
+pub mod torch_rng;
 mod safetensors_io;
 
 /// Registers the tensor ops.

@@ -4,11 +4,7 @@ use anyhow::{anyhow, bail, Result};
 use candle_core::Tensor;
 use flow_engine::{Cost, Inputs, Op, OpContext, OpSpec, Outputs, PortSpec, Value, ValueType};
 
-use super::rng::SplitMix64;
-
-/// Values generated between two cancellation checks (even, so that normal
-/// pairs never straddle two chunks).
-const CHUNK: usize = 1 << 20;
+use super::generator::{generator_input, generator_port, Generator};
 
 pub(crate) struct Random {
     spec: OpSpec,
@@ -19,11 +15,14 @@ impl Random {
         Random {
             spec: OpSpec {
                 name: "tensor.random".into(),
-                version: 1,
-                doc: "A random f32 tensor from a seed: the same values on every machine and \
-                      device (SplitMix64; normal values by Box-Muller). Values are generated in \
-                      row-major order, so a larger tensor with the same seed starts with the \
-                      values of a smaller one."
+                version: 2,
+                doc: "A random f32 tensor from a seed, in row-major order: the same values on \
+                      every machine and device. With `generator: torch` (the default) the values \
+                      are exactly those of `torch.manual_seed(seed); torch.randn(shape)` (or \
+                      `torch.rand` for `dist: uniform`) on a PC's CPU, the initial noise of \
+                      diffusers and ComfyUI for the same seed; torch keeps the low 32 bits of the \
+                      seed. With `generator: flow` they are flow's SplitMix64 stream (normal \
+                      values by Box-Muller), as in versions before the torch generator."
                     .into(),
                 inputs: vec![
                     PortSpec::new("shape", ValueType::List, "the dimensions, a list of non-negative ints, e.g. [1, 4, 64, 64]"),
@@ -34,6 +33,7 @@ impl Random {
                         "normal",
                         "the distribution: `normal` (mean 0, standard deviation 1) or `uniform` (in [0, 1))",
                     ),
+                    generator_port(),
                 ],
                 outputs: vec![PortSpec::new("tensor", ValueType::Tensor, "the random f32 tensor")],
                 output: false,
@@ -57,6 +57,7 @@ impl Op for Random {
             "uniform" => false,
             other => bail!("input `dist` is `{other}`; use `normal` or `uniform`"),
         };
+        let kind = generator_input(inputs)?;
 
         let count = shape
             .iter()
@@ -69,19 +70,20 @@ impl Op for Random {
         })?;
         data.resize(count, 0.0);
 
-        // The seed's bits as they are: negative seeds are as good as positive ones.
-        let mut rng = SplitMix64::new(seed as u64);
-        let chunks = count.div_ceil(CHUNK) as u64;
-        for (i, chunk) in data.chunks_mut(CHUNK).enumerate() {
+        // The seed's bits as they are: negative seeds are as good as positive
+        // ones (torch keeps the low 32 bits, as its manual_seed does).
+        let mut rng = Generator::new(kind, seed);
+        let check = |done: u64, total: u64| -> Result<()> {
             ctx.check_cancelled()?;
-            if normal {
-                rng.fill_normal(chunk);
-            } else {
-                rng.fill_uniform(chunk);
+            if total > 1 && done > 0 {
+                ctx.progress(done, total);
             }
-            if chunks > 1 {
-                ctx.progress(i as u64 + 1, chunks);
-            }
+            Ok(())
+        };
+        if normal {
+            rng.fill_randn_checked(&mut data, check)?;
+        } else {
+            rng.fill_rand_checked(&mut data, check)?;
         }
         let tensor = Tensor::from_vec(data, shape, ctx.device())?;
         Ok(Outputs::single(

@@ -18,7 +18,7 @@ fn random_is_deterministic() {
     // of SplitMix64 + Box-Muller.
     let out = run(
         "tensor.random",
-        &[("shape", shape(&[2, 3])), ("seed", 42i64.into())],
+        &[("shape", shape(&[2, 3])), ("seed", 42i64.into()), ("generator", "flow".into())],
         &ctx,
     )
     .unwrap();
@@ -40,6 +40,7 @@ fn random_is_deterministic() {
             ("shape", shape(&[4])),
             ("seed", 42i64.into()),
             ("dist", "uniform".into()),
+            ("generator", "flow".into()),
         ],
         &ctx,
     )
@@ -54,6 +55,7 @@ fn random_is_deterministic() {
             ("shape", shape(&[2])),
             ("seed", (-1i64).into()),
             ("dist", "uniform".into()),
+            ("generator", "flow".into()),
         ],
         &ctx,
     )
@@ -63,7 +65,7 @@ fn random_is_deterministic() {
     // A larger tensor starts with the values of a smaller one.
     let big = run(
         "tensor.random",
-        &[("shape", shape(&[3, 5])), ("seed", 42i64.into())],
+        &[("shape", shape(&[3, 5])), ("seed", 42i64.into()), ("generator", "flow".into())],
         &ctx,
     )
     .unwrap();
@@ -72,7 +74,7 @@ fn random_is_deterministic() {
         values(
             &run(
                 "tensor.random",
-                &[("shape", shape(&[6])), ("seed", 42i64.into())],
+                &[("shape", shape(&[6])), ("seed", 42i64.into()), ("generator", "flow".into())],
                 &ctx
             )
             .unwrap(),
