@@ -16,9 +16,12 @@ use crate::source::Location;
 use crate::types::ValueType;
 use crate::value::Value;
 
+use self::defaults::GraphDefault;
 use super::literal::plain_literal;
 use super::typecheck::check_port;
 use super::{cycles, DeviceChoice, Expr, Graph, GraphNode, InterpPart, Override};
+
+mod defaults;
 
 /// What a name in the shared namespace stands for.
 #[derive(Clone, Copy)]
@@ -36,6 +39,7 @@ struct Builder<'a> {
     models: BTreeMap<String, String>,
     symbols: HashMap<&'a str, Symbol>,
     ops: Vec<Option<OpRef>>,
+    defaults: Vec<GraphDefault>,
 }
 
 pub(super) fn build(
@@ -56,6 +60,7 @@ pub(super) fn build(
         models: BTreeMap::new(),
         symbols: HashMap::new(),
         ops: Vec::new(),
+        defaults: Vec::new(),
     };
     b.declare_names(&mut diags);
     b.read_params(overrides, &mut diags);
@@ -63,6 +68,7 @@ pub(super) fn build(
         b.models.insert(name.name.clone(), reference.name.clone());
     }
     b.bind_ops(&mut diags);
+    b.defaults = b.read_defaults(&mut diags);
     let mut nodes = Vec::with_capacity(doc.nodes.len());
     let mut deps = Vec::with_capacity(doc.nodes.len());
     for (i, decl) in doc.nodes.iter().enumerate() {
@@ -218,6 +224,10 @@ impl<'a> Builder<'a> {
                 None => ok = false,
             }
         }
+        let mut given = given;
+        if let Some(op) = &op {
+            ok &= self.apply_defaults(op, &mut given, &mut inputs);
+        }
         let mut deps = Vec::new();
         for e in inputs.values() {
             e.for_each_link(&mut |n, _| deps.push(n));
@@ -264,6 +274,30 @@ impl<'a> Builder<'a> {
             loc: decl.id.loc,
         };
         (Some(node), deps)
+    }
+
+    /// Fills the inputs of `op` that the node does not set from `defaults:`;
+    /// false if a default that applies does not fit the op (reported once
+    /// for the op by [`Builder::read_defaults`]).
+    fn apply_defaults<'g>(&'g self, op: &OpRef, given: &mut Vec<&'g str>, inputs: &mut BTreeMap<String, Expr>) -> bool {
+        let mut ok = true;
+        for default in &self.defaults {
+            if given.contains(&default.port.as_str()) {
+                continue;
+            }
+            match default.by_op.get(&op.spec().name) {
+                Some(Some(expr)) => {
+                    inputs.insert(default.port.clone(), expr.clone());
+                    given.push(&default.port);
+                }
+                Some(None) => {
+                    given.push(&default.port);
+                    ok = false;
+                }
+                None => {}
+            }
+        }
+        ok
     }
 
     /// Params named as `${name}` in the node's verbatim text inputs.

@@ -12,7 +12,7 @@ pub const FORMAT_VERSION: i64 = 1;
 /// Largest graph file accepted.
 pub const MAX_FILE_BYTES: usize = 16 * 1024 * 1024;
 
-const TOP_KEYS: [&str; 6] = ["flow", "name", "description", "params", "models", "nodes"];
+const TOP_KEYS: [&str; 7] = ["flow", "name", "description", "params", "models", "defaults", "nodes"];
 const NODE_KEYS: [&str; 4] = ["op", "in", "device", "cache"];
 
 /// A name with where it was written.
@@ -52,6 +52,9 @@ pub struct GraphDoc {
     pub params: Vec<(Named, Node)>,
     /// `models:`: name and reference text.
     pub models: Vec<(Named, Named)>,
+    /// `defaults:`: input port name and value tree, applied to every node
+    /// whose op has that input and that does not set it.
+    pub defaults: Vec<(Named, Node)>,
     /// `nodes:`.
     pub nodes: Vec<NodeDecl>,
 }
@@ -111,6 +114,7 @@ pub fn read(source: &str, diags: &mut Diagnostics) -> GraphDoc {
             "description" => doc.description = text_of(value, "description", diags),
             "params" => doc.params = named_entries(value, "params", diags),
             "models" => doc.models = read_models(value, diags),
+            "defaults" => doc.defaults = named_entries(value, "defaults", diags),
             "nodes" => doc.nodes = read_nodes(value, diags),
             other => diags.push(
                 Diagnostic::at(key.loc, key.len, format!("unknown top-level key `{other}`"))
