@@ -132,3 +132,26 @@ fn a_misspelt_defaults_key_is_suggested() {
     let err = load("flow: 1\ndefaults: [seed]\nnodes: {}\n", &[]).err().expect("an error");
     assert!(err.contains("`defaults` must be a map"), "{err}");
 }
+
+#[test]
+fn a_graph_wide_generator_reaches_every_op_that_draws_random_numbers() {
+    let with = "flow: 1
+defaults: { generator: flow }
+nodes:
+  a: { op: tensor.random, in: { shape: [2, 3], seed: 1 } }
+  b: { op: tensor.random, in: { shape: [3], seed: 2, generator: torch } }
+";
+    let written = "flow: 1
+nodes:
+  a: { op: tensor.random, in: { shape: [2, 3], seed: 1, generator: flow } }
+  b: { op: tensor.random, in: { shape: [3], seed: 2, generator: torch } }
+";
+    let keyed = keys(with, &[]);
+    assert_eq!(keyed, keys(written, &[]));
+    assert_ne!(keyed["a"], keys(&written.replace("generator: flow", "generator: torch"), &[])["a"]);
+    let err = load(&with.replace("generator: flow", "generator: numpy"), &[]).err().expect("an error");
+    assert!(
+        err.contains("g.yaml:2:24: error: default `generator` for input `generator` of `tensor.random`: `numpy` is not one of flow, torch"),
+        "{err}"
+    );
+}
