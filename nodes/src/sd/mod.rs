@@ -6,6 +6,8 @@
 pub mod clip;
 pub mod config;
 mod cpu;
+pub mod guidance;
+pub mod kdiffusion;
 mod layers;
 pub mod ops;
 pub mod pipeline;
@@ -17,4 +19,5 @@ pub mod vae;
 
 pub use layers::Activation;
 pub use ops::{register, SdCond};
-pub use pipeline::{guided_eps, StableDiffusion, TextEncoder};
+pub use guidance::guided_eps;
+pub use pipeline::{StableDiffusion, TextEncoder};

@@ -1,7 +1,6 @@
 //! Loading a diffusers Stable Diffusion 1.x/2.x directory
 //! (`model_index.json`, `text_encoder/`, `tokenizer/`, `unet/`, `vae/`,
-//! `scheduler/`), component by component, and the classifier-free-guided
-//! UNet call the samplers use.
+//! `scheduler/`), component by component.
 
 use std::path::{Path, PathBuf};
 
@@ -141,34 +140,4 @@ impl StableDiffusion {
             scheduler_config: load_scheduler_config(dir)?,
         })
     }
-}
-
-/// The classifier-free-guided model output for `latents: (N, C, H, W)` at
-/// `timestep`.
-///
-/// `cond` and `uncond` are prompt embeddings `(1, L, D)` (or `(N, L, D)`).
-/// With `cfg > 1` the UNet runs once on the batch `[uncond x N, cond x N]`
-/// and the result is `uncond + cfg * (cond - uncond)`, as diffusers does;
-/// otherwise it runs on `cond` alone. The embeddings are moved to the
-/// latents' device. The result is float32.
-pub fn guided_eps(
-    unet: &UNet2DConditionModel,
-    latents: &Tensor,
-    timestep: f64,
-    cond: &Tensor,
-    uncond: &Tensor,
-    cfg: f64,
-) -> Result<Tensor> {
-    let n = latents.dim(0)?;
-    let expand = |t: &Tensor| -> Result<Tensor> {
-        let t = t.to_device(latents.device())?;
-        Ok(if t.dim(0)? == n { t } else { t.repeat((n, 1, 1))? })
-    };
-    if cfg <= 1.0 {
-        return Ok(unet.forward(latents, timestep, &expand(cond)?)?.to_dtype(DType::F32)?);
-    }
-    let context = Tensor::cat(&[expand(uncond)?, expand(cond)?], 0)?;
-    let out = unet.forward(&Tensor::cat(&[latents, latents], 0)?, timestep, &context)?.to_dtype(DType::F32)?;
-    let (u, c) = (out.narrow(0, 0, n)?, out.narrow(0, n, n)?);
-    Ok((&u + ((c - &u)? * cfg)?)?)
 }
