@@ -119,6 +119,11 @@ enum Command {
         #[arg(long, global = true, value_name = "DIR")]
         cache_dir: Option<PathBuf>,
     },
+    /// Convert a file from another tool into a flow graph.
+    Import {
+        #[command(subcommand)]
+        what: ImportWhat,
+    },
     /// Inspect or clear the cache.
     Cache {
         #[command(subcommand)]
@@ -160,6 +165,19 @@ enum ModelsAction {
 }
 
 #[derive(Subcommand)]
+enum ImportWhat {
+    /// A ComfyUI workflow saved in API format, as a readable flow graph.
+    Comfy {
+        /// The workflow (`workflow_api.json`).
+        workflow: PathBuf,
+        /// Write the graph here instead of printing it (paths in it are
+        /// relative to the workflow's folder: keep the graph beside it).
+        #[arg(short, long, value_name = "GRAPH.yaml")]
+        output: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
 enum CacheAction {
     /// Entries and bytes in the cache.
     Stats,
@@ -194,6 +212,7 @@ fn main() -> ExitCode {
         }
         Command::Models { action: ModelsAction::Pull { name }, cache_dir } => cli::models::pull(&name, cache_dir),
         Command::Models { action: ModelsAction::Verify, cache_dir } => cli::models::verify(cache_dir),
+        Command::Import { what: ImportWhat::Comfy { workflow, output } } => cli::import::comfy(&workflow, output.as_ref()),
         Command::Cache { action: CacheAction::Stats, cache_dir } => cli::cache::stats(cache_dir),
         Command::Cache { action: CacheAction::Clear, cache_dir } => cli::cache::clear(cache_dir),
     };

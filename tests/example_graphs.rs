@@ -8,7 +8,9 @@ use std::path::Path;
 use common::{executed, Sandbox};
 
 /// Graphs that need network access or real checkpoints are listed here and
-/// covered by their own tests.
+/// covered by their own tests. The ComfyUI workflows of graphs/comfy/*.json
+/// (not `.yaml`, so not listed below) run in tests/comfy_workflows.rs, with
+/// the tiny single-file checkpoint in a ComfyUI-layout models folder.
 const NOT_RUN_HERE: &[&str] = &["sd15.yaml"];
 
 fn copy_dir(from: &Path, to: &Path) {

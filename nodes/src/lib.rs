@@ -7,6 +7,7 @@ use flow_engine::models::ModelStore;
 use flow_engine::script::ScriptSource;
 use flow_engine::Registry;
 
+pub mod comfy;
 pub mod core;
 pub(crate) mod fsutil;
 pub mod image;

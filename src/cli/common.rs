@@ -39,6 +39,9 @@ pub fn parse_overrides(set: &[String]) -> Result<Vec<Override>, u8> {
 /// Loads and validates a graph, printing every error. `Err` carries the exit code.
 pub fn load_graph(path: &Path, set: &[String], registry: &Registry) -> Result<Graph, u8> {
     let overrides = parse_overrides(set)?;
+    if let Some(loaded) = super::import::load_comfy_workflow(path, &overrides, registry) {
+        return loaded;
+    }
     graph::load(path, &overrides, registry).map_err(|diags| {
         err!("{}", diags.render());
         super::EXIT_INVALID

@@ -5,6 +5,7 @@ mod console;
 
 pub mod cache;
 pub mod common;
+pub mod import;
 pub mod inspect;
 pub mod models;
 pub mod render;
