@@ -1,5 +1,6 @@
 //! The CLIP text encoder (transformers `CLIPTextModel`) as Stable Diffusion
-//! uses it: token ids in, the final-layer-normed last hidden state out.
+//! uses it: token ids in, the final-layer-normed last hidden state out (or
+//! that of an earlier layer: "CLIP skip").
 
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, IndexOp, Module, Tensor};
@@ -113,13 +114,25 @@ impl ClipTextModel {
     /// for token ids `(B, L)` (u32); only the causal mask is applied, as
     /// the SD pipelines pass no attention mask.
     pub fn forward(&self, input_ids: &Tensor) -> Result<Tensor> {
+        self.forward_skip(input_ids, 1)
+    }
+
+    /// The hidden state of layer `layers - clip_skip + 1` (1: the last,
+    /// 2: the penultimate, ...) after the final layer norm, as A1111's
+    /// "Clip skip", ComfyUI's `CLIPSetLastLayer(-clip_skip)` and diffusers'
+    /// `clip_skip = clip_skip - 1` compute it; the layers above are not run.
+    pub fn forward_skip(&self, input_ids: &Tensor, clip_skip: usize) -> Result<Tensor> {
         let (_, len) = input_ids.dims2()?;
         if len > self.config.max_position_embeddings {
             bail!("{len} tokens, the text encoder takes at most {}", self.config.max_position_embeddings);
         }
+        let layers = self.layers.len();
+        if clip_skip == 0 || clip_skip > layers {
+            bail!("clip_skip is {clip_skip}; this text encoder has {layers} layers, so it must be between 1 and {layers}");
+        }
         let x = self.token_embedding.forward(input_ids)?;
         let mut x = x.broadcast_add(&self.position_embedding.narrow(0, 0, len)?)?;
-        for layer in &self.layers {
+        for layer in &self.layers[..layers + 1 - clip_skip] {
             x = layer.forward(&x)?;
         }
         Ok(self.final_layer_norm.forward(&x)?)

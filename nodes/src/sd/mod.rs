@@ -12,6 +12,7 @@ mod layers;
 pub mod ops;
 pub mod pipeline;
 pub mod scheduler;
+pub mod single_file;
 pub mod tiny;
 pub mod tokenizer;
 pub mod unet;

@@ -89,7 +89,13 @@ impl TextEncoder {
     /// pipelines compute `prompt_embeds` (an empty negative prompt is
     /// encoded the same way, not zeroed).
     pub fn encode(&self, prompt: &str) -> Result<Tensor> {
-        Ok(self.model.forward(&self.token_ids(prompt)?)?.to_dtype(DType::F32)?)
+        self.encode_skip(prompt, 1)
+    }
+
+    /// [`TextEncoder::encode`] from an earlier layer: `clip_skip` 2 takes
+    /// the penultimate layer's output (then the final layer norm).
+    pub fn encode_skip(&self, prompt: &str, clip_skip: usize) -> Result<Tensor> {
+        Ok(self.model.forward_skip(&self.token_ids(prompt)?, clip_skip)?.to_dtype(DType::F32)?)
     }
 }
 
@@ -103,9 +109,14 @@ pub fn load_unet(dir: &Path, device: &Device, dtype: DType) -> Result<UNet2DCond
 
 /// Loads `vae/` of the SD directory `dir`.
 pub fn load_vae(dir: &Path, device: &Device, dtype: DType) -> Result<AutoencoderKl> {
-    let vae_dir = dir.join("vae");
+    load_vae_folder(&dir.join("vae"), device, dtype)
+}
+
+/// Loads a diffusers VAE folder (`config.json` and
+/// `diffusion_pytorch_model.safetensors`).
+pub fn load_vae_folder(vae_dir: &Path, device: &Device, dtype: DType) -> Result<AutoencoderKl> {
     let config: VaeConfig = read_json(&vae_dir.join("config.json"))?;
-    let vb = var_builder(&vae_dir, "diffusion_pytorch_model", dtype, device)?;
+    let vb = var_builder(vae_dir, "diffusion_pytorch_model", dtype, device)?;
     AutoencoderKl::new(&config, vb).with_context(|| format!("cannot load `{}`", vae_dir.display()))
 }
 

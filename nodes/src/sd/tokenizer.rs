@@ -7,12 +7,32 @@
 //! built (transformers' CLIP conversion). Special tokens and the length come
 //! from `special_tokens_map.json`, then `tokenizer_config.json`: SD 1.x pads
 //! with `<|endoftext|>`, SD 2.x with `!`.
+//!
+//! Single-file checkpoints carry no tokenizer: [`ClipTokenizer::standard`]
+//! builds the standard CLIP one from the BPE merges embedded in the binary
+//! (`nodes/assets/clip-bpe-merges.txt`, OpenAI CLIP's
+//! `bpe_simple_vocab_16e6` as transformers ships it, checked against a
+//! pinned sha256); the vocabulary follows from the merges as CLIP builds it.
 
 use std::path::Path;
 
-use anyhow::{anyhow, Context, Result};
+use anyhow::{anyhow, bail, Context, Result};
 use serde_json::{json, Value as Json};
+use sha2::{Digest, Sha256};
 use tokenizers::Tokenizer;
+
+/// The CLIP BPE merges (transformers' `merges.txt` of every SD 1.x/2.x
+/// repository: a `#version` line, then 48894 merges).
+const MERGES: &str = include_str!("../../assets/clip-bpe-merges.txt");
+
+/// sha256 of [`MERGES`].
+const MERGES_SHA256: &str = "9fd691f7c8039210e0fced15865466c65820d09b63988b0174bfe25de299051a";
+
+/// Start of every CLIP sequence.
+const BOS: &str = "<|startoftext|>";
+
+/// End of every CLIP sequence, and the unknown token.
+const EOS: &str = "<|endoftext|>";
 
 /// A CLIP tokenizer producing fixed-length id sequences.
 #[derive(Clone)]
@@ -78,6 +98,22 @@ impl ClipTokenizer {
         Ok(ClipTokenizer { bos_id: id(&bos)?, eos_id: id(&eos)?, pad_id: id(&pad)?, max_len, tokenizer })
     }
 
+    /// The standard CLIP tokenizer from the embedded merges, padding with
+    /// `pad` (`<|endoftext|>` for SD 1.x, `!` for SD 2.x) to
+    /// `max_positions` tokens (the text encoder's, 77 in SD).
+    pub fn standard(pad: &str, max_positions: usize) -> Result<Self> {
+        let digest = Sha256::digest(MERGES.as_bytes());
+        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+        if hex != MERGES_SHA256 {
+            bail!("the embedded CLIP BPE merges have sha256 {hex}, expected {MERGES_SHA256}: the flow binary is damaged");
+        }
+        let merges = merge_lines(MERGES);
+        let vocab = clip_vocab(&merges);
+        let tokenizer = fast_tokenizer(vocab, merges, BOS, EOS, EOS)?;
+        let id = |t: &str| tokenizer.token_to_id(t).ok_or_else(|| anyhow!("token `{t}` is not in the CLIP vocabulary"));
+        Ok(ClipTokenizer { bos_id: id(BOS)?, eos_id: id(EOS)?, pad_id: id(pad)?, max_len: max_positions, tokenizer })
+    }
+
     /// Sequence length of [`ClipTokenizer::encode`]'s output.
     pub fn max_len(&self) -> usize {
         self.max_len
@@ -112,6 +148,33 @@ impl ClipTokenizer {
     }
 }
 
+/// The merge rules of a `merges.txt` text (header and blank lines dropped).
+fn merge_lines(text: &str) -> Vec<&str> {
+    text.lines().filter(|l| !l.starts_with("#version") && !l.trim().is_empty()).collect()
+}
+
+/// GPT-2's reversible byte-to-character map, in CLIP's order: the printable
+/// bytes map to themselves, the others to U+0100 onwards.
+fn byte_chars() -> Vec<char> {
+    let printable = |b: u32| (0x21..=0x7e).contains(&b) || (0xa1..=0xac).contains(&b) || (0xae..=0xff).contains(&b);
+    let mut chars: Vec<char> = (0..256u32).filter(|&b| printable(b)).filter_map(char::from_u32).collect();
+    chars.extend((0..256u32).filter(|&b| !printable(b)).enumerate().filter_map(|(n, _)| char::from_u32(256 + n as u32)));
+    chars
+}
+
+/// CLIP's vocabulary from its merges: the 256 byte characters, the same
+/// with `</w>`, one token per merge, then the start and end tokens.
+fn clip_vocab(merges: &[&str]) -> Json {
+    let chars = byte_chars();
+    let tokens = chars
+        .iter()
+        .map(|c| c.to_string())
+        .chain(chars.iter().map(|c| format!("{c}</w>")))
+        .chain(merges.iter().map(|m| m.replace(' ', "")))
+        .chain([BOS.to_string(), EOS.to_string()]);
+    Json::Object(tokens.enumerate().map(|(i, t)| (t, json!(i))).collect())
+}
+
 /// transformers' conversion of a slow `CLIPTokenizer` (vocab.json +
 /// merges.txt) into its fast form.
 fn from_vocab_and_merges(dir: &Path, bos: &str, eos: &str, unk: &str) -> Result<Tokenizer> {
@@ -123,9 +186,13 @@ fn from_vocab_and_merges(dir: &Path, bos: &str, eos: &str, unk: &str) -> Result<
     let merges_path = dir.join("merges.txt");
     let merges_text =
         std::fs::read_to_string(&merges_path).with_context(|| format!("cannot read `{}`", merges_path.display()))?;
-    let merges: Vec<&str> =
-        merges_text.lines().filter(|l| !l.starts_with("#version") && !l.trim().is_empty()).collect();
-    let id = |t: &str| vocab.get(t).and_then(Json::as_u64).ok_or_else(|| anyhow!("`{t}` is not in `{}`", vocab_path.display()));
+    fast_tokenizer(vocab, merge_lines(&merges_text), bos, eos, unk)
+        .with_context(|| format!("cannot build the CLIP tokenizer of `{}`", dir.display()))
+}
+
+/// The fast CLIP tokenizer of a vocabulary and its merges.
+fn fast_tokenizer(vocab: Json, merges: Vec<&str>, bos: &str, eos: &str, unk: &str) -> Result<Tokenizer> {
+    let id = |t: &str| vocab.get(t).and_then(Json::as_u64).ok_or_else(|| anyhow!("`{t}` is not in the vocabulary"));
     let special = |t: &str, id: u64| {
         json!({"id": id, "content": t, "single_word": false, "lstrip": false, "rstrip": false, "normalized": false, "special": true})
     };
@@ -154,5 +221,35 @@ fn from_vocab_and_merges(dir: &Path, bos: &str, eos: &str, unk: &str) -> Result<
                   "vocab": vocab, "merges": merges}
     });
     let bytes = serde_json::to_vec(&spec)?;
-    Tokenizer::from_bytes(bytes).map_err(|e| anyhow!("cannot build the CLIP tokenizer of `{}`: {e}", dir.display()))
+    Tokenizer::from_bytes(bytes).map_err(|e| anyhow!("{e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture_tokenizer() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tiny-sd/pipeline/tokenizer")
+    }
+
+    #[test]
+    fn the_vocabulary_built_from_the_embedded_merges_is_clips() {
+        let want: Json = serde_json::from_slice(&std::fs::read(fixture_tokenizer().join("vocab.json")).unwrap()).unwrap();
+        let got = clip_vocab(&merge_lines(MERGES));
+        assert_eq!(got.as_object().unwrap().len(), 49408);
+        assert_eq!(got, want);
+    }
+
+    #[test]
+    fn the_standard_tokenizer_pads_as_each_family_does() {
+        let fast = ClipTokenizer::load(&fixture_tokenizer(), 77).unwrap();
+        let sd1 = ClipTokenizer::standard("<|endoftext|>", 77).unwrap();
+        for text in ["a photo of a cat", "", "Hello   World!! 123 don't émigré", &"a long prompt, ".repeat(30)] {
+            assert_eq!(sd1.encode(text).unwrap(), fast.encode(text).unwrap(), "{text:?}");
+        }
+        let sd2 = ClipTokenizer::standard("!", 77).unwrap();
+        assert_eq!(sd2.pad_id(), 0);
+        assert_eq!(&sd2.encode("a cat").unwrap()[..5], &[49406, 320, 2368, 49407, 0]);
+        assert!(ClipTokenizer::standard("<pad>", 77).is_err());
+    }
 }

@@ -3,20 +3,21 @@
 //! object they pass to `sd.sample`, and the loaders that keep the model
 //! components resident in the engine's model pool.
 //!
-//! Components are loaded separately (a VAE decode never loads the UNet) on
-//! the node's device, keyed by the model's fingerprint and dtype. The text
-//! encoder and UNet compute in the `precision` their op asks for (`auto`:
-//! float16 on CUDA, float32 elsewhere); the VAE always runs in float32, as
-//! diffusers upcasts it (SD VAEs overflow in float16).
+//! A model is a diffusers directory or a single-file checkpoint (see
+//! `source`). Components are loaded separately (a VAE decode never loads
+//! the UNet) on the node's device, keyed by the model's fingerprint and
+//! dtype. The text encoder and UNet compute in the `precision` their op
+//! asks for (`auto`: float16 on CUDA, float32 elsewhere); the VAE always
+//! runs in float32, as diffusers upcasts it (SD VAEs overflow in float16).
 
 mod cond;
 mod encode_prompt;
 mod latent;
 mod memory;
 mod sample;
+mod source;
 mod vae;
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{anyhow, bail, Result};
@@ -26,8 +27,9 @@ use flow_engine::{Inputs, OpContext, PortSpec, Registry, ValueType};
 
 pub use cond::SdCond;
 
-use super::config::{read_json, VaeConfig};
-use super::pipeline::{load_unet, load_vae, weight_files, TextEncoder};
+use self::source::{source, Component, VaeSource};
+use super::config::VaeConfig;
+use super::pipeline::TextEncoder;
 use super::unet::UNet2DConditionModel;
 use super::vae::AutoencoderKl;
 
@@ -63,58 +65,47 @@ fn compute_dtype(inputs: &Inputs, ctx: &OpContext) -> Result<DType> {
     })
 }
 
-/// Bytes the weights of a component folder take once loaded as `dtype`.
-fn resident_bytes(dir: &Path, stem: &str, dtype: DType) -> u64 {
-    f32_bytes(dir, stem) / 4 * dtype.size_in_bytes() as u64
-}
-
-/// Bytes the weights of a component folder take once loaded in float32.
-fn f32_bytes(dir: &Path, stem: &str) -> u64 {
-    weight_files(dir, stem)
-        .map(|files| {
-            files
-                .iter()
-                .map(|f| {
-                    let len = f.metadata().map(|m| m.len()).unwrap_or(0);
-                    let half = f.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains(".fp16."));
-                    if half { 2 * len } else { len }
-                })
-                .sum()
-        })
-        .unwrap_or(0)
-}
-
 /// The tokenizer and text encoder of an SD model in `dtype`, from the pool.
 pub fn text_encoder(ctx: &OpContext, model: &ResolvedModel, dtype: DType) -> Result<Arc<TextEncoder>> {
-    let dir = model.dir();
+    let src = source(model)?;
     let key = model.pool_key(ctx.device(), &format!("sd-text-encoder-{}", dtype.as_str()));
-    let bytes = resident_bytes(&dir.join("text_encoder"), "model", dtype);
-    ctx.models().get_or_load(&key, Residence::of(ctx.device()), bytes, || TextEncoder::load(dir, ctx.device(), dtype))
+    let bytes = src.bytes(Component::TextEncoder, dtype);
+    ctx.models().get_or_load(&key, Residence::of(ctx.device()), bytes, || src.text_encoder(ctx.device(), dtype))
 }
 
 /// The UNet of an SD model in `dtype`, from the pool.
 pub fn unet(ctx: &OpContext, model: &ResolvedModel, dtype: DType) -> Result<Arc<UNet2DConditionModel>> {
-    let dir = model.dir();
+    let src = source(model)?;
     let key = model.pool_key(ctx.device(), &format!("sd-unet-{}", dtype.as_str()));
-    let bytes = resident_bytes(&dir.join("unet"), "diffusion_pytorch_model", dtype);
-    ctx.models().get_or_load(&key, Residence::of(ctx.device()), bytes, || load_unet(dir, ctx.device(), dtype))
+    let bytes = src.bytes(Component::Unet, dtype);
+    ctx.models().get_or_load(&key, Residence::of(ctx.device()), bytes, || src.unet(ctx.device(), dtype))
 }
 
 /// The scheduler configuration of an SD model (cheap: no weights are
-/// loaded): a diffusers directory's `scheduler/scheduler_config.json`.
+/// loaded): a diffusers directory's `scheduler/scheduler_config.json`, or
+/// the family's for a single-file checkpoint.
 pub(super) fn scheduler_config(model: &ResolvedModel) -> Result<crate::sd::scheduler::SchedulerConfig> {
-    crate::sd::scheduler::SchedulerConfig::from_file(&model.dir().join("scheduler").join("scheduler_config.json"))
+    source(model)?.scheduler_config()
 }
 
 /// The VAE configuration of an SD model (cheap: no weights are loaded).
 fn vae_config(model: &ResolvedModel) -> Result<VaeConfig> {
-    read_json(&model.dir().join("vae").join("config.json"))
+    source(model)?.vae_config()
 }
 
-/// The VAE of an SD model, from the pool.
+/// The VAE of an SD model, from the pool (float32).
 pub fn vae(ctx: &OpContext, model: &ResolvedModel) -> Result<Arc<AutoencoderKl>> {
-    let dir = model.dir();
+    let src = source(model)?;
     let key = model.pool_key(ctx.device(), "sd-vae-f32");
-    let bytes = f32_bytes(&dir.join("vae"), "diffusion_pytorch_model");
-    ctx.models().get_or_load(&key, Residence::of(ctx.device()), bytes, || load_vae(dir, ctx.device(), DType::F32))
+    let bytes = src.bytes(Component::Vae, DType::F32);
+    ctx.models().get_or_load(&key, Residence::of(ctx.device()), bytes, || src.vae(ctx.device(), DType::F32))
+}
+
+/// A VAE given on its own (a VAE file, a diffusers `vae/` folder, or the
+/// VAE of another model), from the pool (float32).
+pub fn standalone_vae(ctx: &OpContext, model: &ResolvedModel) -> Result<Arc<AutoencoderKl>> {
+    let src = VaeSource::of(model)?;
+    let key = model.pool_key(ctx.device(), "sd-vae-f32");
+    let bytes = src.bytes(DType::F32);
+    ctx.models().get_or_load(&key, Residence::of(ctx.device()), bytes, || src.load(ctx.device(), DType::F32))
 }

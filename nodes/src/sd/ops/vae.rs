@@ -1,12 +1,41 @@
 //! `sd.vae_decode` and `sd.vae_encode`: latents to images and back, with
 //! the VAE scaling factor applied as the diffusers pipelines do.
 
+use std::sync::Arc;
+
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 use flow_engine::{Cost, Inputs, Op, OpContext, OpSpec, Outputs, PortSpec, Value, ValueType};
 
-use super::{model_input, vae};
+use super::{model_input, standalone_vae, vae};
+use crate::sd::vae::AutoencoderKl;
 use crate::tensor::rng::SplitMix64;
+
+/// The `model` and `vae` ports: one of them is required.
+fn model_ports() -> [PortSpec; 2] {
+    [
+        PortSpec::optional(
+            "model",
+            ValueType::Model,
+            "a Stable Diffusion 1.x/2.x model (diffusers folder or single-file checkpoint) whose VAE is used",
+        ),
+        PortSpec::optional(
+            "vae",
+            ValueType::Model,
+            "a VAE on its own, used instead of the model's: a VAE file (as in ComfyUI's models/vae), a \
+             diffusers vae/ folder, or another model's VAE",
+        ),
+    ]
+}
+
+/// The VAE of the `vae` input, else of the `model` input.
+fn chosen_vae(inputs: &Inputs, ctx: &OpContext) -> Result<Arc<AutoencoderKl>> {
+    match (inputs.get("vae"), inputs.get("model")) {
+        (Some(_), _) => standalone_vae(ctx, model_input(inputs, "vae")?),
+        (None, Some(_)) => vae(ctx, model_input(inputs, "model")?),
+        (None, None) => bail!("give `model` (an SD model, whose VAE is used) or `vae` (a VAE on its own)"),
+    }
+}
 
 pub(super) struct VaeDecode {
     spec: OpSpec,
@@ -17,14 +46,16 @@ impl VaeDecode {
         VaeDecode {
             spec: OpSpec {
                 name: "sd.vae_decode".into(),
-                version: 1,
+                version: 2,
                 doc: "Decodes latents into images: `clamp(vae.decode(latent / scaling_factor) / 2 + 0.5, 0, 1)`. \
-                      The image is `vae_scale_factor` (8 for real SD models) times the latent size."
+                      The image is `vae_scale_factor` (8 for real SD models) times the latent size. The VAE \
+                      is `vae`'s when given, else `model`'s."
                     .into(),
-                inputs: vec![
-                    PortSpec::new("model", ValueType::Model, "a Stable Diffusion 1.x/2.x model (diffusers layout)"),
-                    PortSpec::new("latent", ValueType::Latent, "latents [N, 4, h, w] as the UNet sees them (scaled)"),
-                ],
+                inputs: [
+                    model_ports().to_vec(),
+                    vec![PortSpec::new("latent", ValueType::Latent, "latents [N, 4, h, w] as the UNet sees them (scaled)")],
+                ]
+                .concat(),
                 outputs: vec![PortSpec::new("image", ValueType::Image, "images [N, 3, H, W] in [0, 1]")],
                 output: false,
                 cost: Cost::Heavy,
@@ -39,7 +70,7 @@ impl Op for VaeDecode {
     }
 
     fn run(&self, inputs: &Inputs, ctx: &OpContext) -> Result<Outputs> {
-        let vae = vae(ctx, model_input(inputs, "model")?)?;
+        let vae = chosen_vae(inputs, ctx)?;
         let latent = inputs.tensor("latent")?.to_device(ctx.device())?;
         let channels = vae.config().latent_channels;
         if latent.rank() != 4 || latent.dim(1)? != channels {
@@ -62,18 +93,22 @@ impl VaeEncode {
         VaeEncode {
             spec: OpSpec {
                 name: "sd.vae_encode".into(),
-                version: 1,
+                version: 2,
                 doc: "Encodes images into latents scaled for the UNet (`scaling_factor * z`). Without `noise` or \
                       `seed` the latent is the mean of the encoder's distribution; with them it is a sample \
                       `mean + std * eps` as diffusers' img2img draws it (`noise` is that eps; `seed` draws it \
-                      like `tensor.random`). Height and width must be multiples of the VAE scale factor."
+                      like `tensor.random`). Height and width must be multiples of the VAE scale factor. The \
+                      VAE is `vae`'s when given, else `model`'s."
                     .into(),
-                inputs: vec![
-                    PortSpec::new("model", ValueType::Model, "a Stable Diffusion 1.x/2.x model (diffusers layout)"),
-                    PortSpec::new("image", ValueType::Image, "images [N, 3, H, W] in [0, 1]"),
-                    PortSpec::optional("noise", ValueType::Tensor, "standard normal eps [N, 4, h, w] to sample with"),
-                    PortSpec::optional("seed", ValueType::Int, "draw eps from this seed (ignored when `noise` is given)"),
-                ],
+                inputs: [
+                    model_ports().to_vec(),
+                    vec![
+                        PortSpec::new("image", ValueType::Image, "images [N, 3, H, W] in [0, 1]"),
+                        PortSpec::optional("noise", ValueType::Tensor, "standard normal eps [N, 4, h, w] to sample with"),
+                        PortSpec::optional("seed", ValueType::Int, "draw eps from this seed (ignored when `noise` is given)"),
+                    ],
+                ]
+                .concat(),
                 outputs: vec![PortSpec::new("latent", ValueType::Latent, "latents [N, 4, H/f, W/f]")],
                 output: false,
                 cost: Cost::Heavy,
@@ -88,7 +123,7 @@ impl Op for VaeEncode {
     }
 
     fn run(&self, inputs: &Inputs, ctx: &OpContext) -> Result<Outputs> {
-        let vae = vae(ctx, model_input(inputs, "model")?)?;
+        let vae = chosen_vae(inputs, ctx)?;
         let image = inputs.tensor("image")?.to_device(ctx.device())?;
         let f = vae.scale_factor();
         let (in_ch, dims) = (vae.config().in_channels, image.dims().to_vec());
