@@ -17,11 +17,13 @@
 //! ```
 
 mod beta_dist;
+mod ksampler;
 mod linspace;
 mod model_sampling;
 mod samplers;
 mod schedules;
 
+pub use ksampler::{ksample, run_sigmas, KSamplerSettings, ModelFn};
 pub use model_sampling::{ModelSampling, Prediction};
 pub use samplers::{
     unsupported_reason, Denoiser, Io, NoiseSampler, Sampler, StepCallback, SAMPLER_NAMES, UNSUPPORTED_SAMPLERS,

@@ -55,6 +55,6 @@ impl Op for EncodePrompt {
         }
         let cond = te.encode_skip(prompt, clip_skip as usize)?;
         let uncond = te.encode_skip(negative, clip_skip as usize)?;
-        Ok(Outputs::single("cond", SdCond { cond, uncond }.into_value()))
+        Ok(Outputs::single("cond", SdCond::new(cond, uncond).into_value()))
     }
 }

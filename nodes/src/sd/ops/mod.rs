@@ -10,6 +10,7 @@
 //! asks for (`auto`: float16 on CUDA, float32 elsewhere); the VAE always
 //! runs in float32, as diffusers upcasts it (SD VAEs overflow in float16).
 
+mod combine_cond;
 mod cond;
 mod encode_prompt;
 mod latent;
@@ -41,6 +42,7 @@ pub fn register(reg: &mut Registry) {
     reg.register(latent::EmptyLatent::new());
     reg.register(latent::LatentUpscale::new());
     reg.register(sample::Sample::new());
+    reg.register(combine_cond::CombineCond::new());
     reg.register_decoder(cond::TYPE_TAG, cond::decode);
 }
 
