@@ -161,7 +161,8 @@ fn models_list_json_holds_every_entry() {
     assert_eq!(refs, want);
     assert_eq!(models[0]["size"], 16);
     assert_eq!(models[0]["folder"], "checkpoints");
-    assert!(models[0]["checkpoint"].is_string());
+    // Dummy bytes are no checkpoint: the entry says why.
+    assert!(models[0]["checkpoint"]["error"].as_str().is_some_and(|e| e.contains("dreamy.safetensors")), "{doc:#}");
     assert!(models.last().unwrap()["checkpoint"].is_null());
     assert!(doc["catalog"].as_array().is_some_and(|c| !c.is_empty()));
     assert!(doc["tiny"].as_array().is_some_and(|t| t.iter().any(|k| k["name"] == "tiny:sd")));
@@ -191,4 +192,41 @@ fn a_models_folder_reference_keys_like_the_path_it_names() {
     // The key follows the file's bytes.
     sb.write("models/checkpoints/SD1.5/dreamy.safetensors", "other checkpoint bytes");
     assert_ne!(cond_key(sb.path(), &graph("ckpt:SD1.5/dreamy.safetensors"), &models), by_name);
+}
+
+/// The tiny single-file SD 1.5 checkpoint of the fixtures.
+fn tiny_checkpoint() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd15-single/tiny-sd15-s1.safetensors")
+}
+
+#[test]
+fn a_single_file_checkpoint_in_the_folder_runs_and_is_described() {
+    let sb = sandbox();
+    std::fs::copy(tiny_checkpoint(), sb.path().join("models/checkpoints/SD1.5/tiny-sd15-s1.safetensors")).unwrap();
+    sb.write(
+        "g.yaml",
+        "flow: 1
+models: { sd: ckpt:SD1.5/tiny-sd15-s1.safetensors }
+defaults: { model: $sd }
+nodes:
+  cond: { op: sd.encode_prompt, in: { prompt: a lighthouse } }
+  noise: { op: sd.empty_latent, in: { width: 64, height: 64 } }
+  sample: { op: sd.sample, in: { cond: $cond, latent: $noise, steps: 2, seed: 1 } }
+  image: { op: sd.vae_decode, in: { latent: $sample } }
+  save: { op: image.save, in: { image: $image, path: out.png } }
+",
+    );
+    let out = flow(&sb, &["run", "g.yaml", "--models-dir", "models"], None);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let png = image::open(sb.path().join("out.png")).expect("a PNG");
+    assert_eq!((png.width(), png.height()), (64, 64));
+
+    let text = stdout(&flow(&sb, &["models", "list", "--models-dir", "models"], None));
+    let line = text.lines().find(|l| l.starts_with("ckpt:SD1.5/tiny-sd15-s1.safetensors ")).expect(&text);
+    assert!(line.contains("SD 1.x, float16, epsilon (family default)"), "{text}");
+    // A file that is no checkpoint says why, and the listing goes on.
+    assert!(
+        text.lines().any(|l| l.starts_with("ckpt:SD1.5/dreamy.safetensors ") && l.contains("not a checkpoint flow reads: ")),
+        "{text}"
+    );
 }

@@ -151,8 +151,9 @@ struct FolderModel {
     /// As a graph writes it: `ckpt:SD1.5/foo.safetensors`.
     reference: String,
     entry: LibraryEntry,
-    /// For a checkpoint: what flow makes of it (or why it cannot tell).
-    checkpoint: Option<String>,
+    /// For a checkpoint: what flow makes of it (summary, details), or why
+    /// it cannot read it.
+    checkpoint: Option<Result<(String, String), String>>,
 }
 
 impl FolderListing {
@@ -181,7 +182,11 @@ impl FolderListing {
             .map(|m| {
                 let mut v = serde_json::to_value(&m.entry).unwrap_or_default();
                 v["reference"] = m.reference.clone().into();
-                v["checkpoint"] = m.checkpoint.clone().into();
+                v["checkpoint"] = match &m.checkpoint {
+                    None => serde_json::Value::Null,
+                    Some(Ok((summary, details))) => serde_json::json!({ "summary": summary, "details": details }),
+                    Some(Err(e)) => serde_json::json!({ "error": e }),
+                };
                 v
             })
             .collect();
@@ -189,11 +194,22 @@ impl FolderListing {
     }
 }
 
-/// What flow makes of a checkpoint: its family, dtype and prediction type.
-fn checkpoint_summary(path: &std::path::Path) -> String {
-    // CHECKPOINT-DESCRIBE: replace with `flow_nodes::sd::single_file::describe(path)`
-    // (family, dtype, prediction type and its source) once it exists.
-    flow_engine::models::resolved::guess_kind(path).unwrap_or_else(|| "unknown format".into())
+/// What flow makes of a checkpoint: a one-line summary (family, dtype,
+/// prediction type and where that came from) and the full description, or
+/// why flow cannot read it.
+fn checkpoint_summary(path: &std::path::Path) -> Result<(String, String), String> {
+    if path.is_dir() {
+        let kind = flow_engine::models::resolved::guess_kind(path).unwrap_or_else(|| "model".into());
+        return Ok((format!("{kind} folder"), format!("a {kind} folder")));
+    }
+    match flow_nodes::sd::single_file::describe(path) {
+        Ok(info) => {
+            let dtypes: Vec<&str> = info.dtypes.iter().map(|(d, _)| d.as_str()).collect();
+            let summary = format!("{}, {}, {} ({})", info.family, dtypes.join("+"), info.prediction, info.prediction_source);
+            Ok((summary, info.to_string()))
+        }
+        Err(e) => Err(format!("{e:#}")),
+    }
 }
 
 fn print_folder(f: &FolderListing) {
@@ -215,7 +231,8 @@ fn print_folder(f: &FolderListing) {
         let size = m.entry.size.map_or_else(|| "-".to_string(), human_bytes);
         let about = match (&m.entry.error, &m.checkpoint) {
             (Some(e), _) => format!("unreadable: {e}"),
-            (None, Some(c)) => c.clone(),
+            (None, Some(Ok((summary, _)))) => summary.clone(),
+            (None, Some(Err(e))) => format!("not a checkpoint flow reads: {e}"),
             (None, None) => String::new(),
         };
         t.row(vec![m.reference.clone(), size, about]);
