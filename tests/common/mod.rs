@@ -51,6 +51,7 @@ impl Sandbox {
             .env("FLOW_CACHE_DIR", self.cache_dir())
             .env("FLOW_MODEL_CACHE", test_models_dir())
             .env_remove("FLOW_MEMORY_BUDGET")
+            .env_remove("FLOW_MODELS_DIR")
             .output()
             .expect("run flow")
     }
