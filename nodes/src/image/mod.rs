@@ -3,6 +3,7 @@
 
 use flow_engine::Registry;
 
+pub(crate) mod interpolate;
 mod planes;
 mod png_io;
 mod provenance;

@@ -20,9 +20,6 @@ pub(crate) enum Filter {
 }
 
 impl Filter {
-    /// The names accepted by [`Filter::parse`], for error messages.
-    pub(crate) const NAMES: &'static str = "lanczos, bicubic, bilinear, nearest";
-
     /// The filter called `name`.
     pub(crate) fn parse(name: &str) -> Option<Filter> {
         match name {

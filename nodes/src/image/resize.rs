@@ -3,8 +3,20 @@
 use anyhow::{anyhow, bail, Result};
 use flow_engine::{Cost, Inputs, Op, OpContext, OpSpec, Outputs, PortSpec, ValueType};
 
+use super::interpolate::{center_crop, crop, interpolate, Mode};
 use super::planes::{alloc, Planes};
 use super::resample::{resample_plane, Filter, Taps};
+
+/// Filters computed as torch's `F.interpolate` (ComfyUI's ImageScale methods).
+const TORCH_FILTERS: &[(&str, Mode)] = &[
+    ("nearest-exact", Mode::NearestExact),
+    ("torch-bilinear", Mode::Bilinear),
+    ("torch-bicubic", Mode::Bicubic),
+    ("area", Mode::Area),
+];
+
+/// Every filter name.
+const FILTERS: &[&str] = &["lanczos", "bicubic", "bilinear", "nearest", "nearest-exact", "torch-bilinear", "torch-bicubic", "area"];
 
 pub(crate) struct Resize {
     spec: OpSpec,
@@ -15,12 +27,16 @@ impl Resize {
         Resize {
             spec: OpSpec {
                 name: "image.resize".into(),
-                version: 1,
+                version: 2,
                 doc: "Resizes images. Give `scale`, or `width` and/or `height`: with only one \
                       of them the other follows the aspect ratio (rounded, at least 1). \
                       Separable resampling in f32 (pixel centres aligned, the filter widened \
                       when shrinking, so downscaling does not alias); results are clamped to \
-                      [0, 1]."
+                      [0, 1]. The sizes round half to even, as Python's `round` (and so ComfyUI) \
+                      does. The `nearest-exact`, `torch-bilinear`, `torch-bicubic` (A = -0.75) and `area` \
+                      filters are torch's `F.interpolate` modes (align_corners false, no antialiasing, not \
+                      clamped), which ComfyUI's ImageScale uses. `crop: center` first cuts the image to \
+                      the new aspect ratio, as ComfyUI does."
                     .into(),
                 inputs: vec![
                     PortSpec::new("image", ValueType::Image, "the image or batch of images to resize"),
@@ -35,8 +51,12 @@ impl Resize {
                         "filter",
                         ValueType::Text,
                         "lanczos",
-                        "lanczos (Lanczos3, sharpest), bicubic (Catmull-Rom), bilinear, or nearest (pixel repeat)",
-                    ),
+                        "lanczos (Lanczos3, sharpest), bicubic (Catmull-Rom), bilinear, nearest (pixel repeat), \
+                         or torch's nearest-exact, torch-bilinear, torch-bicubic, area",
+                    )
+                    .one_of(FILTERS),
+                    PortSpec::with_default("crop", ValueType::Text, "disabled", "`center`: cut to the new aspect ratio first")
+                        .one_of(&["disabled", "center"]),
                 ],
                 outputs: vec![PortSpec::new("image", ValueType::Image, "the resized image")],
                 output: false,
@@ -53,13 +73,15 @@ impl Op for Resize {
 
     fn run(&self, inputs: &Inputs, ctx: &OpContext) -> Result<Outputs> {
         let filter_name = inputs.opt_text("filter")?.unwrap_or("lanczos");
-        let filter = Filter::parse(filter_name).ok_or_else(|| {
-            anyhow!(
-                "input `filter` is `{filter_name}`; use one of {}",
-                Filter::NAMES
-            )
-        })?;
-        let planes = Planes::from_tensor(inputs.tensor("image")?, "image")?;
+        let torch = TORCH_FILTERS.iter().find(|(n, _)| *n == filter_name).map(|(_, m)| *m);
+        let filter = match torch {
+            Some(_) => None,
+            None => Some(
+                Filter::parse(filter_name)
+                    .ok_or_else(|| anyhow!("input `filter` is `{filter_name}`; use one of {}", FILTERS.join(", ")))?,
+            ),
+        };
+        let mut planes = Planes::from_tensor(inputs.tensor("image")?, "image")?;
         let (out_w, out_h) = target_size(
             (planes.w, planes.h),
             inputs.opt_int("width")?,
@@ -73,20 +95,31 @@ impl Op for Resize {
             .checked_mul(out_h)
             .filter(|p| p.checked_mul(count).is_some())
             .ok_or_else(|| anyhow!("a {out_w}x{out_h} image is too large"))?;
-        let mut data = alloc(count * out_plane, &format!("a {out_w}x{out_h} image"))?;
-        let cols = Taps::new(filter, planes.w, out_w);
-        let rows = Taps::new(filter, planes.h, out_h);
-        let in_plane = planes.w * planes.h;
-        for (i, (src, dst)) in planes
-            .data
-            .chunks_exact(in_plane)
-            .zip(data.chunks_exact_mut(out_plane))
-            .enumerate()
-        {
-            ctx.check_cancelled()?;
-            dst.copy_from_slice(&resample_plane(src, planes.w, planes.h, &cols, &rows));
-            ctx.progress(i as u64 + 1, count as u64);
+        if inputs.opt_text("crop")? == Some("center") {
+            let (mx, my) = center_crop((planes.w, planes.h), (out_w, out_h));
+            let data = crop(&planes.data, count, (planes.h, planes.w), (mx, my));
+            planes = Planes::new(planes.n, planes.c, planes.h - 2 * my, planes.w - 2 * mx, data);
         }
+        let data = match (torch, filter) {
+            (Some(mode), _) => {
+                flow_engine::limits::check_memory(count as u64 * out_plane as u64 * 4, &format!("a {out_w}x{out_h} image"))?;
+                ctx.check_cancelled()?;
+                interpolate(&planes.data, count, (planes.h, planes.w), (out_h, out_w), mode)
+            }
+            (None, Some(filter)) => {
+                let mut data = alloc(count * out_plane, &format!("a {out_w}x{out_h} image"))?;
+                let cols = Taps::new(filter, planes.w, out_w);
+                let rows = Taps::new(filter, planes.h, out_h);
+                let in_plane = planes.w * planes.h;
+                for (i, (src, dst)) in planes.data.chunks_exact(in_plane).zip(data.chunks_exact_mut(out_plane)).enumerate() {
+                    ctx.check_cancelled()?;
+                    dst.copy_from_slice(&resample_plane(src, planes.w, planes.h, &cols, &rows));
+                    ctx.progress(i as u64 + 1, count as u64);
+                }
+                data
+            }
+            (None, None) => unreachable!("a filter is either torch's or a resampling filter"),
+        };
         let resized = Planes::new(planes.n, planes.c, out_h, out_w, data);
         Ok(Outputs::single("image", resized.into_value(ctx.device())?))
     }
@@ -105,9 +138,9 @@ fn target_size(
             .filter(|&v| v >= 1)
             .ok_or_else(|| anyhow!("input `{port}` should be at least 1, got {v}"))
     };
-    // `len * factor`, rounded, at least 1 (the cast saturates; huge sizes fail
+    // `len * factor`, rounded half to even (Python's round), at least 1 (the cast saturates; huge sizes fail
     // when the output is allocated).
-    let times = |len: usize, factor: f64| (len as f64 * factor).round().max(1.0) as usize;
+    let times = |len: usize, factor: f64| (len as f64 * factor).round_ties_even().max(1.0) as usize;
     match (width, height, scale) {
         (None, None, None) => bail!("image.resize needs `width`, `height` or `scale`; none was given"),
         (Some(_), _, Some(s)) | (_, Some(_), Some(s)) => bail!(

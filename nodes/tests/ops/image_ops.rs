@@ -317,7 +317,7 @@ fn resize_keeps_aspect_and_reports_bad_inputs() {
     );
     assert_eq!(
         err,
-        "input `filter` is `cubic`; use one of lanczos, bicubic, bilinear, nearest"
+        "input `filter` is `cubic`; use one of lanczos, bicubic, bilinear, nearest, nearest-exact, torch-bilinear, torch-bicubic, area"
     );
     let err = run_err(
         "image.resize",
