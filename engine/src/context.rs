@@ -42,7 +42,7 @@ pub struct Interrupted;
 
 /// Facts about the run that ops record with their outputs (e.g. in PNG text
 /// chunks).
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Provenance {
     /// Hash of the graph file's content.
     pub graph_hash: String,
@@ -50,6 +50,19 @@ pub struct Provenance {
     pub graph_name: String,
     /// Parameter values after `--set`, as JSON.
     pub params: serde_json::Value,
+    /// The graph being run (`None` when an op runs outside a graph), for ops
+    /// that record where their inputs came from.
+    pub graph: Option<Arc<crate::graph::Graph>>,
+}
+
+impl std::fmt::Debug for Provenance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provenance")
+            .field("graph_hash", &self.graph_hash)
+            .field("graph_name", &self.graph_name)
+            .field("params", &self.params)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The context of one node's execution. A clone is a second handle on the

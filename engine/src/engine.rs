@@ -160,6 +160,7 @@ impl Engine {
                 graph_hash: graph.source_hash.clone(),
                 graph_name: graph.name.clone(),
                 params: serde_json::Value::Object(graph.params.iter().map(|(k, v)| (k.clone(), v.to_json())).collect()),
+                graph: Some(Arc::clone(&graph)),
             }),
             models: Arc::clone(&self.models),
             memo_root: self.cache.disk().map(|d| d.dir().join(MEMO_FOLDER)),

@@ -101,15 +101,20 @@ impl Save {
         Save {
             spec: OpSpec {
                 name: "image.save".into(),
-                version: 1,
+                version: 2,
                 doc: "Saves an image as an 8-bit PNG (gray, RGB or RGBA after its channels; each \
                       value stored as round(clamp(x, 0, 1) * 255)), atomically, creating missing \
                       folders. A batch of N > 1 images is saved as NAME-0.png, NAME-1.png, .... \
                       Text chunks record the provenance: flow:graph_hash, flow:graph_name, \
-                      flow:params (JSON), flow:version, and `parameters`, a readable summary \
-                      (prompt, negative prompt, then `Key: value` fields) as other tools write \
-                      it. An output node, cached like any other: a cached result stands only while \
-                      every file holds exactly the bytes written."
+                      flow:params (JSON), flow:version, flow:graph (the graph as YAML with the \
+                      run's values, so that `flow import png` recovers it), `parameters` in the \
+                      AUTOMATIC1111 web UI's format (prompt, negative prompt, then `Steps`, \
+                      `Sampler`, `CFG scale`, `Seed`, `Size`, `Model`, ... from the sd.sample and \
+                      sd.encode_prompt nodes upstream; a summary of the params when there are \
+                      none), and, when `comfy_prompt` is given, ComfyUI's `prompt` chunk. The \
+                      chunks describe the run that wrote the file: an edit elsewhere in the graph \
+                      does not re-save a cached image. An output node, cached like any other: a \
+                      cached result stands only while every file holds exactly the bytes written."
                     .into(),
                 inputs: vec![
                     PortSpec::new(
@@ -122,6 +127,13 @@ impl Save {
                         ValueType::Text,
                         "the PNG file to write, relative to the graph file's folder",
                     ),
+                    PortSpec::optional(
+                        "comfy_prompt",
+                        ValueType::Text,
+                        "a ComfyUI API-format workflow (JSON text, taken as is) stored as the \
+                         `prompt` chunk, as ComfyUI does; for graphs translated from one",
+                    )
+                    .verbatim(),
                 ],
                 outputs: vec![
                     PortSpec::new(
@@ -150,7 +162,12 @@ impl Op for Save {
     fn run(&self, inputs: &Inputs, ctx: &OpContext) -> Result<Outputs> {
         let planes = Planes::from_tensor(inputs.tensor("image")?, "image")?;
         let given = inputs.text("path")?;
-        let chunks = provenance::text_chunks(ctx.provenance(), planes.w, planes.h);
+        let comfy_prompt = inputs.opt_text("comfy_prompt")?;
+        if let Some(text) = comfy_prompt {
+            serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(text)
+                .map_err(|e| anyhow!("input `comfy_prompt` is not a ComfyUI workflow (a JSON object): {e}"))?;
+        }
+        let chunks = provenance::text_chunks(ctx.provenance(), ctx.node(), planes.w, planes.h, comfy_prompt);
         let names: Vec<String> = if planes.n == 1 {
             vec![given.to_string()]
         } else {

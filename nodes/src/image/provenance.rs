@@ -3,6 +3,9 @@
 use flow_engine::Provenance;
 use serde_json::Value as Json;
 
+use super::graph_yaml::graph_yaml;
+use super::sd_facts::sd_parameters;
+
 /// flow's version, recorded in every saved image.
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -11,22 +14,56 @@ const VERSION: &str = env!("CARGO_PKG_VERSION");
 const PROMPT_KEYS: [&str; 1] = ["prompt"];
 const NEGATIVE_KEYS: [&str; 2] = ["negative", "negative_prompt"];
 
-/// The (keyword, text) pairs to store in a PNG of `width` × `height` pixels:
-/// `flow:graph_hash`, `flow:graph_name`, `flow:params` (JSON), `flow:version`,
-/// and `parameters`, a human-readable summary in the style of the AUTOMATIC1111
-/// web UI that image viewers and other tools know how to show.
+/// Graphs whose YAML is longer than this are not stored in `flow:graph`
+/// (a generated graph of thousands of nodes would dwarf the picture).
+pub(crate) const MAX_GRAPH_CHUNK: usize = 256 * 1024;
+
+/// The (keyword, text) pairs to store in a PNG of `width` × `height` pixels
+/// saved by node `node` of the run:
+/// - `flow:graph_hash`, `flow:graph_name`, `flow:params` (JSON), `flow:version`;
+/// - `flow:graph`: the graph as YAML with the run's values (when the run has
+///   a graph and its YAML is at most [`MAX_GRAPH_CHUNK`] bytes);
+/// - `parameters`, in the style of the AUTOMATIC1111 web UI that image viewers
+///   and other tools know how to show: from the `sd.sample` and
+///   `sd.encode_prompt` nodes upstream of the image when there are any
+///   (see [`sd_parameters`]), else a summary of the params;
+/// - `prompt`: `comfy_prompt`, the ComfyUI API-format workflow the graph was
+///   translated from, as ComfyUI stores it.
 pub(crate) fn text_chunks(
     prov: &Provenance,
+    node: &str,
     width: usize,
     height: usize,
+    comfy_prompt: Option<&str>,
 ) -> Vec<(&'static str, String)> {
-    vec![
+    let mut chunks = vec![
         ("flow:graph_hash", prov.graph_hash.clone()),
         ("flow:graph_name", prov.graph_name.clone()),
         ("flow:params", params_object(prov).to_string()),
         ("flow:version", VERSION.to_string()),
-        ("parameters", parameters_summary(prov, width, height)),
-    ]
+    ];
+    let sd = prov.graph.as_ref().and_then(|g| sd_parameters(g, node, width, height));
+    let parameters = match sd {
+        Some(mut p) => {
+            if !prov.graph_name.is_empty() {
+                p.fields.push(("Graph".into(), prov.graph_name.clone()));
+            }
+            if !prov.graph_hash.is_empty() {
+                p.fields.push(("Graph hash".into(), prov.graph_hash.clone()));
+            }
+            p.fields.push(("Version".into(), format!("flow {VERSION}")));
+            p.to_text()
+        }
+        None => parameters_summary(prov, width, height),
+    };
+    chunks.push(("parameters", parameters));
+    if let Some(yaml) = prov.graph.as_ref().map(|g| graph_yaml(g)).filter(|y| y.len() <= MAX_GRAPH_CHUNK) {
+        chunks.push(("flow:graph", yaml));
+    }
+    if let Some(prompt) = comfy_prompt {
+        chunks.push(("prompt", prompt.to_string()));
+    }
+    chunks
 }
 
 /// The params as a JSON object (`{}` when the run has none).
@@ -117,6 +154,7 @@ mod tests {
                 "cfg_scale": 7.5,
                 "style": "oil: thick"
             }),
+            ..Provenance::default()
         };
         assert_eq!(
             parameters_summary(&prov, 512, 256),
@@ -129,7 +167,7 @@ mod tests {
 
     #[test]
     fn empty_provenance_still_names_size_and_version() {
-        let chunks = text_chunks(&Provenance::default(), 4, 3);
+        let chunks = text_chunks(&Provenance::default(), "save", 4, 3, None);
         let get = |k: &str| chunks.iter().find(|(key, _)| *key == k).unwrap().1.clone();
         assert_eq!(get("flow:params"), "{}");
         assert_eq!(

@@ -81,6 +81,7 @@ fn saved_png_carries_provenance() {
         graph_hash: "0123abcd".into(),
         graph_name: "demo".into(),
         params: serde_json::json!({ "prompt": "a café at night", "seed": 7 }),
+        ..Provenance::default()
     };
     let ctx = ctx_with(dir.path(), flow_engine::events::null_sink(), provenance);
     run(
