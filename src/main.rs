@@ -175,6 +175,14 @@ enum ImportWhat {
         #[arg(short, long, value_name = "GRAPH.yaml")]
         output: Option<PathBuf>,
     },
+    /// The graph behind a PNG saved by flow, ComfyUI or the AUTOMATIC1111 web UI.
+    Png {
+        /// The image.
+        image: PathBuf,
+        /// Write the graph here instead of printing it.
+        #[arg(short, long, value_name = "GRAPH.yaml")]
+        output: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -213,6 +221,7 @@ fn main() -> ExitCode {
         Command::Models { action: ModelsAction::Pull { name }, cache_dir } => cli::models::pull(&name, cache_dir),
         Command::Models { action: ModelsAction::Verify, cache_dir } => cli::models::verify(cache_dir),
         Command::Import { what: ImportWhat::Comfy { workflow, output } } => cli::import::comfy(&workflow, output.as_ref()),
+        Command::Import { what: ImportWhat::Png { image, output } } => cli::import_png::png(&image, output.as_ref()),
         Command::Cache { action: CacheAction::Stats, cache_dir } => cli::cache::stats(cache_dir),
         Command::Cache { action: CacheAction::Clear, cache_dir } => cli::cache::clear(cache_dir),
     };

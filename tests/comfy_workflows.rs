@@ -210,6 +210,10 @@ fn comfyui_default_workflow_runs_and_saves_a_png_with_the_workflow() {
         let prompt: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(prompt["4"]["class_type"], "CheckpointLoaderSimple");
     }
+    // The graph comes back from the picture.
+    let out = sb.flow(&["import", "png", png.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains("ckpt:tiny-sd15-s1.safetensors"), "{}", stdout(&out));
 }
 
 /// The text chunk called `keyword`: `Some(Some(text))` for tEXt, `Some(None)`

@@ -6,6 +6,7 @@ mod console;
 pub mod cache;
 pub mod common;
 pub mod import;
+pub mod import_png;
 pub mod inspect;
 pub mod models;
 pub mod render;
