@@ -62,7 +62,9 @@ fn karras_dpmpp_2m_runs_deterministically_and_follows_the_generator() {
 #[test]
 fn ancestral_and_multistep_comfy_samplers_run() {
     let sb = Sandbox::new();
-    for (sampler, scheduler) in [("euler_ancestral", "normal"), ("uni_pc", "exponential"), ("lms", "beta"), ("dpm_2", "simple")] {
+    for (sampler, scheduler) in
+        [("euler_ancestral", "normal"), ("uni_pc", "exponential"), ("lms", "beta"), ("dpm_2", "simple")]
+    {
         let latent = run_latent(&sb, &graph(&format!("sampler: {sampler}, scheduler: {scheduler}")));
         assert!(latent.iter().all(|v| v.is_finite()), "{sampler}/{scheduler}");
     }

@@ -194,12 +194,18 @@ fn every_sampler_trajectory_matches_comfyui() {
         for schedule in ["karras", "normal"] {
             let prefix = format!("{name}/{schedule}");
             let want_sigmas = f32s(&f[&format!("{prefix}/sigmas")]);
-            let sigmas =
-                ksampler_sigmas(&ms, Scheduler::from_name(schedule).unwrap(), 10, 1.0, sampler.discards_penultimate_sigma());
+            let sigmas = ksampler_sigmas(
+                &ms,
+                Scheduler::from_name(schedule).unwrap(),
+                10,
+                1.0,
+                sampler.discards_penultimate_sigma(),
+            );
             assert_sigmas(&format!("{prefix}/sigmas"), &sigmas, &want_sigmas);
             let x_in = ms.noise_scaling(want_sigmas[0], x_t, &zeros).unwrap();
             assert_traj(&format!("{prefix}/x_in"), &f32s(&x_in), &f32s(&f[&format!("{prefix}/x_in")]));
-            let run = run_sampler(sampler, &f[&format!("{prefix}/x_in")], &want_sigmas, f.get(&format!("{prefix}/noise")));
+            let run =
+                run_sampler(sampler, &f[&format!("{prefix}/x_in")], &want_sigmas, f.get(&format!("{prefix}/noise")));
             check_run(&f, &prefix, &run);
         }
     }
@@ -233,4 +239,30 @@ fn sde_samplers_are_refused_with_the_reason() {
     }
     let err = Sampler::from_name("dpmpp_sde").unwrap_err().to_string();
     assert!(err.contains("Brownian tree"), "{err}");
+}
+
+/// Short schedules and schedules that stop above sigma 0 (leftover noise)
+/// run with every sampler and stay finite.
+#[test]
+fn every_sampler_runs_short_and_unfinished_schedules() {
+    let ms = ModelSampling::sd1();
+    let x_t = &load("trajectories.safetensors")["x_T"];
+    for name in SAMPLER_NAMES {
+        let sampler = Sampler::from_name(name).unwrap();
+        for steps in 1..=4 {
+            for cut in [None, Some(steps.max(2) - 1)] {
+                let mut sigmas =
+                    ksampler_sigmas(&ms, Scheduler::Karras, steps, 1.0, sampler.discards_penultimate_sigma());
+                if let Some(end) = cut {
+                    sigmas = advanced_sigmas(&sigmas, 0, end, false).unwrap();
+                }
+                let x_in = ms.noise_scaling(sigmas[0], x_t, &x_t.zeros_like().unwrap()).unwrap();
+                let noise = Tensor::stack(&vec![x_t.clone(); 8], 0).unwrap();
+                let run = run_sampler(sampler, &x_in, &sigmas, Some(&noise));
+                let out = f32s(&run.out);
+                assert!(out.iter().all(|v| v.is_finite()), "{name}, {steps} steps, cut {cut:?}");
+                assert_eq!(run.states.len(), sigmas.len(), "{name}: one report per step");
+            }
+        }
+    }
 }

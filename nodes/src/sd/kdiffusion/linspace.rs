@@ -7,9 +7,7 @@ pub(super) fn torch_linspace_f64(start: f64, end: f64, n: usize) -> Vec<f64> {
         return vec![start; n];
     }
     let step = (end - start) / (n - 1) as f64;
-    (0..n)
-        .map(|i| if i < n / 2 { start + step * i as f64 } else { end - step * (n - 1 - i) as f64 })
-        .collect()
+    (0..n).map(|i| if i < n / 2 { start + step * i as f64 } else { end - step * (n - 1 - i) as f64 }).collect()
 }
 
 /// `torch.linspace(start, end, n)` (float32; the bounds are rounded to
@@ -20,9 +18,7 @@ pub(super) fn torch_linspace_f32(start: f64, end: f64, n: usize) -> Vec<f32> {
         return vec![start; n];
     }
     let step = (end - start) / (n - 1) as f32;
-    (0..n)
-        .map(|i| if i < n / 2 { start + step * i as f32 } else { end - step * (n - 1 - i) as f32 })
-        .collect()
+    (0..n).map(|i| if i < n / 2 { start + step * i as f32 } else { end - step * (n - 1 - i) as f32 }).collect()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@
 use anyhow::{bail, Result};
 use candle_core::Tensor;
 
-use super::linspace::{torch_linspace_f64, torch_linspace_f32};
+use super::linspace::{torch_linspace_f32, torch_linspace_f64};
 use crate::sd::scheduler::{BetaSchedule, PredictionType, SchedulerConfig};
 
 /// What the model predicts, in ComfyUI's terms.
@@ -60,7 +60,9 @@ impl ModelSampling {
             PredictionType::Epsilon => Prediction::Eps,
             PredictionType::VPrediction => Prediction::V,
             PredictionType::Sample => {
-                bail!("prediction_type `sample` is not supported by the ComfyUI samplers (epsilon and v_prediction are)")
+                bail!(
+                    "prediction_type `sample` is not supported by the ComfyUI samplers (epsilon and v_prediction are)"
+                )
             }
         };
         Self::from_betas(&betas, prediction, cfg.rescale_betas_zero_snr.unwrap_or(false))
@@ -213,4 +215,53 @@ fn rescale_zero_terminal_snr(sigmas: &[f64]) -> Vec<f64> {
             ((1.0 - abar) / abar).sqrt()
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::Device;
+
+    use super::*;
+
+    #[test]
+    fn a_diffusers_sd_config_gives_comfyuis_sd1_sampling() {
+        let cfg = SchedulerConfig::from_json_str(
+            r#"{"beta_schedule": "scaled_linear", "beta_start": 0.00085, "beta_end": 0.012, "prediction_type": "epsilon"}"#,
+        )
+        .unwrap();
+        let ms = ModelSampling::from_config(&cfg).unwrap();
+        assert_eq!(ms.sigmas(), ModelSampling::sd1().sigmas());
+        assert_eq!(ms.prediction(), Prediction::Eps);
+        let v =
+            SchedulerConfig::from_json_str(r#"{"beta_schedule": "scaled_linear", "prediction_type": "v_prediction"}"#);
+        assert_eq!(ModelSampling::from_config(&v.unwrap()).unwrap().prediction(), Prediction::V);
+        let x0 = SchedulerConfig::from_json_str(r#"{"prediction_type": "sample"}"#).unwrap();
+        assert!(ModelSampling::from_config(&x0).unwrap_err().to_string().contains("sample"));
+    }
+
+    #[test]
+    fn denoised_follows_the_parameterization() {
+        let dev = Device::Cpu;
+        let (x, out) = (Tensor::new(&[2.0f32], &dev).unwrap(), Tensor::new(&[0.5f32], &dev).unwrap());
+        let sigma = 3.0;
+        let mut ms = ModelSampling::sd1();
+        let eps: Vec<f32> = ms.denoised(&out, &x, sigma).unwrap().to_vec1().unwrap();
+        assert!((eps[0] - (2.0 - 0.5 * 3.0)).abs() < 1e-6);
+        ms.prediction = Prediction::V;
+        let v: Vec<f32> = ms.denoised(&out, &x, sigma).unwrap().to_vec1().unwrap();
+        let want = 2.0 / 10.0 - 0.5 * 3.0 / 10f64.sqrt();
+        assert!((v[0] as f64 - want).abs() < 1e-6, "{v:?} vs {want}");
+    }
+
+    #[test]
+    fn noise_scaling_depends_on_a_full_denoise() {
+        let ms = ModelSampling::sd1();
+        let dev = Device::Cpu;
+        let (noise, latent) = (Tensor::new(&[1.0f32], &dev).unwrap(), Tensor::new(&[0.25f32], &dev).unwrap());
+        let top = ms.sigma_max();
+        let full: Vec<f32> = ms.noise_scaling(top, &noise, &latent).unwrap().to_vec1().unwrap();
+        assert!((full[0] as f64 - ((1.0 + (top as f64).powi(2)).sqrt() + 0.25)).abs() < 1e-5);
+        let part: Vec<f32> = ms.noise_scaling(2.0, &noise, &latent).unwrap().to_vec1().unwrap();
+        assert_eq!(part[0], 2.25);
+    }
 }

@@ -35,8 +35,17 @@ pub enum Scheduler {
 }
 
 /// The scheduler names, in ComfyUI's order.
-pub const SCHEDULER_NAMES: [&str; 9] =
-    ["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal", "linear_quadratic", "kl_optimal"];
+pub const SCHEDULER_NAMES: [&str; 9] = [
+    "simple",
+    "sgm_uniform",
+    "karras",
+    "exponential",
+    "ddim_uniform",
+    "beta",
+    "normal",
+    "linear_quadratic",
+    "kl_optimal",
+];
 
 impl Scheduler {
     /// The scheduler of a ComfyUI name.
@@ -225,7 +234,12 @@ pub fn ksampler_sigmas(
 /// `end_step` (the last one set to 0 when `force_full_denoise`), then from
 /// `start_step`. `None` when no step is left: the sampler returns its input
 /// latent.
-pub fn advanced_sigmas(sigmas: &[f32], start_step: usize, end_step: usize, force_full_denoise: bool) -> Option<Vec<f32>> {
+pub fn advanced_sigmas(
+    sigmas: &[f32],
+    start_step: usize,
+    end_step: usize,
+    force_full_denoise: bool,
+) -> Option<Vec<f32>> {
     let mut s = sigmas.to_vec();
     if !s.is_empty() && end_step < s.len() - 1 {
         s.truncate(end_step + 1);

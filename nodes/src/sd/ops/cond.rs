@@ -81,7 +81,10 @@ impl SdCond {
 fn contains(list: &[Tensor], t: &Tensor) -> Result<bool> {
     for x in list {
         if x.dims() == t.dims() && x.dtype() == t.dtype() {
-            let (a, b) = (x.flatten_all()?.to_dtype(candle_core::DType::F32)?, t.flatten_all()?.to_dtype(candle_core::DType::F32)?);
+            let (a, b) = (
+                x.flatten_all()?.to_dtype(candle_core::DType::F32)?,
+                t.flatten_all()?.to_dtype(candle_core::DType::F32)?,
+            );
             let (a, b): (Vec<f32>, Vec<f32>) = (a.to_vec1()?, b.to_vec1()?);
             if a.iter().zip(&b).all(|(p, q)| p.to_bits() == q.to_bits()) {
                 return Ok(true);
@@ -133,8 +136,13 @@ pub(super) fn decode(plain: &Value) -> Result<Value> {
         let Some(Value::List(items)) = m.get(k) else { bail!("cached conditioning lacks the list `{k}`") };
         items.iter().map(|v| v.as_tensor().cloned().ok_or_else(|| anyhow!("`{k}` holds a non-tensor"))).collect()
     };
-    Ok(SdCond { cond: tensor("cond")?, uncond: tensor("uncond")?, more_cond: list("more_cond")?, more_uncond: list("more_uncond")? }
-        .into_value())
+    Ok(SdCond {
+        cond: tensor("cond")?,
+        uncond: tensor("uncond")?,
+        more_cond: list("more_cond")?,
+        more_uncond: list("more_uncond")?,
+    }
+    .into_value())
 }
 
 #[cfg(test)]

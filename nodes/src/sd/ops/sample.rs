@@ -96,23 +96,71 @@ impl Sample {
                     .into(),
                 inputs: vec![
                     PortSpec::new("model", ValueType::Model, "a Stable Diffusion 1.x/2.x model"),
-                    PortSpec::new("cond", ValueType::Cond, "prompt conditioning from sd.encode_prompt or sd.combine_cond"),
+                    PortSpec::new(
+                        "cond",
+                        ValueType::Cond,
+                        "prompt conditioning from sd.encode_prompt or sd.combine_cond",
+                    ),
                     PortSpec::new("latent", ValueType::Latent, "start latent: sd.empty_latent, or an encoded image"),
-                    PortSpec::with_default("sampler", ValueType::Text, "euler", "diffusers: ddim, euler, euler_a, dpmpp_2m, unipc, default; ComfyUI: see the doc")
-                        .one_of(&SAMPLER_CHOICES),
-                    PortSpec::with_default("scheduler", ValueType::Text, "diffusers", "diffusers (the model's own scheduler) or a ComfyUI scheduler")
-                        .one_of(&SCHEDULER_CHOICES),
+                    PortSpec::with_default(
+                        "sampler",
+                        ValueType::Text,
+                        "euler",
+                        "diffusers: ddim, euler, euler_a, dpmpp_2m, unipc, default; with a ComfyUI scheduler: ComfyUI's names",
+                    )
+                    .one_of(&SAMPLER_CHOICES),
+                    PortSpec::with_default(
+                        "scheduler",
+                        ValueType::Text,
+                        "diffusers",
+                        "diffusers (the model's own scheduler) or a ComfyUI scheduler",
+                    )
+                    .one_of(&SCHEDULER_CHOICES),
                     PortSpec::with_default("steps", ValueType::Int, 20i64, "inference steps"),
                     PortSpec::with_default("cfg", ValueType::Float, 7.5, "classifier-free guidance scale (1 = none)"),
                     PortSpec::with_default("seed", ValueType::Int, 0i64, "seed of the noise"),
                     generator_port(),
-                    PortSpec::with_default("denoise", ValueType::Float, 1.0, "strength: 1 = txt2img, below 1 = img2img"),
-                    PortSpec::optional("noise", ValueType::Tensor, "noise replacing the seeded initial noise (diffusers' `latents=` for txt2img)"),
-                    PortSpec::with_default("eta", ValueType::Float, 0.0, "DDIM eta (0 = deterministic; diffusers ddim only)"),
-                    PortSpec::with_default("add_noise", ValueType::Bool, true, "ComfyUI: start from noise (false = KSamplerAdvanced add_noise disable)"),
-                    PortSpec::with_default("start_step", ValueType::Int, 0i64, "ComfyUI: first step to run (KSamplerAdvanced start_at_step)"),
-                    PortSpec::with_default("end_step", ValueType::Int, 10_000i64, "ComfyUI: step to stop at (KSamplerAdvanced end_at_step)"),
-                    PortSpec::with_default("leftover_noise", ValueType::Bool, false, "ComfyUI: when stopping early, keep the remaining noise (return_with_leftover_noise)"),
+                    PortSpec::with_default(
+                        "denoise",
+                        ValueType::Float,
+                        1.0,
+                        "strength: 1 = txt2img, below 1 = img2img",
+                    ),
+                    PortSpec::optional(
+                        "noise",
+                        ValueType::Tensor,
+                        "noise replacing the seeded initial noise (diffusers' `latents=` for txt2img)",
+                    ),
+                    PortSpec::with_default(
+                        "eta",
+                        ValueType::Float,
+                        0.0,
+                        "DDIM eta (0 = deterministic; diffusers ddim only)",
+                    ),
+                    PortSpec::with_default(
+                        "add_noise",
+                        ValueType::Bool,
+                        true,
+                        "ComfyUI: start from noise (false = KSamplerAdvanced add_noise disable)",
+                    ),
+                    PortSpec::with_default(
+                        "start_step",
+                        ValueType::Int,
+                        0i64,
+                        "ComfyUI: first step to run (KSamplerAdvanced start_at_step)",
+                    ),
+                    PortSpec::with_default(
+                        "end_step",
+                        ValueType::Int,
+                        10_000i64,
+                        "ComfyUI: step to stop at (KSamplerAdvanced end_at_step)",
+                    ),
+                    PortSpec::with_default(
+                        "leftover_noise",
+                        ValueType::Bool,
+                        false,
+                        "ComfyUI: when stopping early, keep the remaining noise (return_with_leftover_noise)",
+                    ),
                     precision_port(),
                 ],
                 outputs: vec![PortSpec::new("latent", ValueType::Latent, "the denoised latent")],

@@ -23,7 +23,8 @@ struct VpTime {
 impl VpTime {
     fn edm() -> Self {
         let (eps_s, sigma_min, sigma_max) = (1e-3f64, 0.002f64, 80.0f64);
-        let beta_d = 2.0 * ((sigma_min * sigma_min + 1.0).ln() / eps_s - (sigma_max * sigma_max + 1.0).ln()) / (eps_s - 1.0);
+        let beta_d =
+            2.0 * ((sigma_min * sigma_min + 1.0).ln() / eps_s - (sigma_max * sigma_max + 1.0).ln()) / (eps_s - 1.0);
         let beta_min = (sigma_max * sigma_max + 1.0).ln() - 0.5 * beta_d;
         VpTime { beta_min, beta_d }
     }
@@ -55,8 +56,7 @@ fn step_coeffs(vp: &VpTime, ts: &[f64], i: usize, order: usize) -> Vec<f64> {
         let tau = if p < POINTS / 2 { t_cur + step * p as f64 } else { t_next - step * (POINTS - 1 - p) as f64 };
         let w = vp.integrand(tau);
         for (j, sum) in sums.iter_mut().enumerate() {
-            let poly: f64 =
-                (0..order).filter(|k| *k != j).map(|k| (tau - prev[k]) / (prev[j] - prev[k])).product();
+            let poly: f64 = (0..order).filter(|k| *k != j).map(|k| (tau - prev[k]) / (prev[j] - prev[k])).product();
             *sum += w * poly;
         }
     }

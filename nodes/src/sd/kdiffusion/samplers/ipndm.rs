@@ -28,7 +28,12 @@ pub(super) fn ipndm(mut x: Tensor, sigmas: &[f64], io: &mut Io<'_>) -> Result<Te
             match order {
                 1 => combine(&[(1.0, &x), (dt, &d)])?,
                 2 => combine(&[(1.0, &x), (dt * 1.5, &d), (-dt * 0.5, back(1))])?,
-                3 => combine(&[(1.0, &x), (dt * 23.0 / 12.0, &d), (-dt * 16.0 / 12.0, back(1)), (dt * 5.0 / 12.0, back(2))])?,
+                3 => combine(&[
+                    (1.0, &x),
+                    (dt * 23.0 / 12.0, &d),
+                    (-dt * 16.0 / 12.0, back(1)),
+                    (dt * 5.0 / 12.0, back(2)),
+                ])?,
                 _ => combine(&[
                     (1.0, &x),
                     (dt * 55.0 / 24.0, &d),

@@ -155,10 +155,9 @@ impl Sampler {
             "uni_pc" => Sampler::UniPc,
             "uni_pc_bh2" => Sampler::UniPcBh2,
             other => match unsupported_reason(other) {
-                Some(why) => bail!(
-                    "ComfyUI sampler `{other}` is not supported: {why}; supported: {}",
-                    SAMPLER_NAMES.join(", ")
-                ),
+                Some(why) => {
+                    bail!("ComfyUI sampler `{other}` is not supported: {why}; supported: {}", SAMPLER_NAMES.join(", "))
+                }
                 None => bail!("unknown sampler `{other}`; valid: {}", SAMPLER_NAMES.join(", ")),
             },
         })

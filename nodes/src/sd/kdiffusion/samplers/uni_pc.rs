@@ -123,17 +123,17 @@ fn solve(a: &[Vec<f64>], b: &[f64]) -> Result<Vec<f64>> {
     let n = b.len();
     let mut m: Vec<Vec<f64>> = a.iter().zip(b).map(|(row, bi)| row.iter().copied().chain([*bi]).collect()).collect();
     for col in 0..n {
-        let pivot = (col..n)
-            .max_by(|i, j| m[*i][col].abs().total_cmp(&m[*j][col].abs()))
-            .expect("non-empty range");
+        let pivot = (col..n).max_by(|i, j| m[*i][col].abs().total_cmp(&m[*j][col].abs())).expect("non-empty range");
         if m[pivot][col] == 0.0 || !m[pivot][col].is_finite() {
             bail!("UniPC: singular coefficient system (repeated sigmas in the schedule?)");
         }
         m.swap(col, pivot);
-        for row in col + 1..n {
-            let f = m[row][col] / m[col][col];
-            for c in col..=n {
-                m[row][c] -= f * m[col][c];
+        let (top, bottom) = m.split_at_mut(col + 1);
+        let pivot_row = &top[col];
+        for row in bottom {
+            let f = row[col] / pivot_row[col];
+            for (dst, src) in row[col..].iter_mut().zip(&pivot_row[col..]) {
+                *dst -= f * src;
             }
         }
     }
@@ -154,18 +154,16 @@ pub(super) fn uni_pc(x: Tensor, sigmas: &[f64], io: &mut Io<'_>, variant: Varian
         ts[last] = 0.001f32 as f64;
     }
     let steps = last;
-    // min(3, len - 2) in ComfyUI; 0 for a single step, which then only
-    // evaluates the model once.
+    // min(3, len - 2) as in ComfyUI.
     let order = 3.min(steps - 1);
     let mut state = UniPc { io, variant, history: Vec::with_capacity(order.max(1)) };
     let mut x = (x / (1.0 + ts[0] * ts[0]).sqrt())?;
     let m0 = state.data_prediction(&x, ts[0])?;
     state.history.push((ts[0], m0));
-    for step in 1..=steps {
-        if steps < 2 {
-            break;
-        }
-        let t = ts[step];
+    // A single step only evaluates the model (order 0 in ComfyUI).
+    let updates = if steps < 2 { &ts[..0] } else { &ts[1..] };
+    for (k, &t) in updates.iter().enumerate() {
+        let step = k + 1;
         let (step_order, corrector) =
             if step < order { (step, true) } else { (order.min(steps + 1 - step), step != steps) };
         let (next, model) = state.update(&x, t, step_order, corrector)?;
@@ -183,5 +181,10 @@ pub(super) fn uni_pc(x: Tensor, sigmas: &[f64], io: &mut Io<'_>, variant: Varian
         }
         state.io.step(step - 1, steps, &(&x / alpha(t))?)?;
     }
-    Ok((x / alpha(ts[last]))?)
+    let out = (x / alpha(ts[last]))?;
+    if steps < 2 {
+        // The single step did not move the state; report it all the same.
+        state.io.step(0, steps, &out)?;
+    }
+    Ok(out)
 }
