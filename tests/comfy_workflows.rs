@@ -251,3 +251,32 @@ fn a_workflow_with_an_unsupported_node_fails_clearly() {
     assert!(err.contains("1 error in"), "{err}");
     assert!(!sb.path().join("comfy/output").exists());
 }
+
+#[test]
+fn every_name_the_table_accepts_is_one_flow_runs() {
+    use flow_nodes::comfy::names::{IMAGE_UPSCALE_METHODS, LATENT_UPSCALE_METHODS, SAMPLERS, SCHEDULERS};
+    let registry = flow_nodes::registry();
+    let base = std::fs::read_to_string(root().join("graphs/comfy/hires_fix.json")).unwrap();
+    let mut cases = Vec::new();
+    for s in SAMPLERS {
+        cases.push(base.replacen("\"dpmpp_2m\"", &format!("\"{s}\""), 1));
+    }
+    for s in SCHEDULERS {
+        cases.push(base.replacen("\"karras\"", &format!("\"{s}\""), 1));
+    }
+    for m in LATENT_UPSCALE_METHODS {
+        cases.push(base.replace("\"nearest-exact\"", &format!("\"{m}\"")));
+    }
+    for m in IMAGE_UPSCALE_METHODS {
+        let mut wf: serde_json::Value = serde_json::from_str(&base).unwrap();
+        wf["12"] = serde_json::json!({ "class_type": "ImageScaleBy", "inputs": { "image": ["8", 0], "scale_by": 2, "upscale_method": m } });
+        wf["9"]["inputs"]["images"] = serde_json::json!(["12", 0]);
+        cases.push(wf.to_string());
+    }
+    for text in cases {
+        let yaml = flow_nodes::comfy::to_yaml(&text, "wf.json", flow_nodes::comfy::Purpose::Run).unwrap();
+        if let Err(d) = flow_engine::graph::from_bytes("wf.yaml", root(), yaml.as_bytes(), &[], &registry) {
+            panic!("{}\n{yaml}", d.render());
+        }
+    }
+}

@@ -7,13 +7,19 @@ pub const SAMPLERS: &[&str] = &[
     "euler",
     "euler_ancestral",
     "heun",
+    "heunpp2",
     "dpm_2",
+    "dpm_2_ancestral",
     "lms",
     "dpmpp_2s_ancestral",
     "dpmpp_2m",
+    "ddpm",
     "lcm",
+    "ipndm",
+    "deis",
     "ddim",
     "uni_pc",
+    "uni_pc_bh2",
 ];
 
 /// KSampler `scheduler` values (every ComfyUI sigma schedule).
@@ -46,23 +52,17 @@ pub fn unsupported_sampler(name: &str) -> Option<&'static str> {
     const OTHER: &[&str] = &[
         "euler_cfg_pp",
         "euler_ancestral_cfg_pp",
-        "heunpp2",
-        "dpm_2_ancestral",
         "dpm_fast",
         "dpm_adaptive",
         "dpmpp_2s_ancestral_cfg_pp",
         "dpmpp_2m_cfg_pp",
-        "ddpm",
-        "ipndm",
         "ipndm_v",
-        "deis",
         "res_multistep",
         "res_multistep_cfg_pp",
         "res_multistep_ancestral",
         "res_multistep_ancestral_cfg_pp",
         "gradient_estimation",
         "gradient_estimation_cfg_pp",
-        "uni_pc_bh2",
     ];
     if SDE.contains(&name) {
         Some("an SDE sampler driven by a Brownian tree, which flow does not implement yet")

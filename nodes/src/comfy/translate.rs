@@ -302,17 +302,12 @@ impl<'a> Translator<'a> {
         }
     }
 
-    /// The model inputs for a VAE link: `model` (a checkpoint) and/or `vae` (a VAELoader).
+    /// The model input for a VAE link: `model` (a checkpoint's VAE) or `vae` (a VAELoader's file).
     fn vae_inputs(&self, n: &Node) -> Vec<(&'static str, Arg)> {
         let Some((src, _)) = n.link("vae") else { return Vec::new() };
         let s = self.node(src);
         if s.class.name == "VAELoader" {
-            let mut out = Vec::new();
-            if let Some(ckpt) = self.p.ids().into_iter().find(|id| self.node(id).class.name == "CheckpointLoaderSimple") {
-                out.push(("model", Arg::Ref(self.name[ckpt].clone())));
-            }
-            out.push(("vae", Arg::Ref(self.name[src].clone())));
-            out
+            vec![("vae", Arg::Ref(self.name[src].clone()))]
         } else {
             vec![("model", Arg::Ref(self.name[src].clone()))]
         }
