@@ -26,8 +26,11 @@ fn sandbox() -> Sandbox {
     }
     let ckpt = sb.path().join("models/checkpoints");
     std::fs::create_dir_all(&ckpt).unwrap();
-    std::fs::copy(root().join("tests/fixtures/tiny-sd15-single/tiny-sd15-s1.safetensors"), ckpt.join("tiny-sd15-s1.safetensors"))
-        .unwrap();
+    std::fs::copy(
+        root().join("tests/fixtures/tiny-sd15-single/tiny-sd15-s1.safetensors"),
+        ckpt.join("tiny-sd15-s1.safetensors"),
+    )
+    .unwrap();
     sb
 }
 
@@ -86,29 +89,44 @@ fn every_error_kind_is_reported_at_once_in_comfyui_terms() {
     let k = &json["node_errors"]["3"];
     assert_eq!(k["class_type"], "KSampler");
     assert_eq!(json["node_errors"]["12"]["dependent_outputs"], serde_json::json!(["13"]));
-    let sampler = k["errors"].as_array().unwrap().iter().find(|x| x["extra_info"]["input_name"] == "sampler_name").unwrap();
+    let sampler =
+        k["errors"].as_array().unwrap().iter().find(|x| x["extra_info"]["input_name"] == "sampler_name").unwrap();
     assert_eq!(sampler["message"], "Value not in list");
     assert_eq!(sampler["extra_info"]["received_value"], "dpmpp_sde");
     assert!(sampler["details"].as_str().unwrap().contains("Brownian tree"), "{sampler}");
-    let scheduler = k["errors"].as_array().unwrap().iter().find(|x| x["extra_info"]["input_name"] == "scheduler").unwrap();
+    let scheduler =
+        k["errors"].as_array().unwrap().iter().find(|x| x["extra_info"]["input_name"] == "scheduler").unwrap();
     assert!(scheduler["details"].as_str().unwrap().contains("did you mean `karras`?"), "{scheduler}");
     let mismatch = &json["node_errors"]["12"]["errors"][0];
     assert_eq!(mismatch["extra_info"]["received_type"], "CONDITIONING");
     assert_eq!(mismatch["extra_info"]["linked_node"], serde_json::json!(["2", 0]));
     assert!(json["node_errors"]["5"]["errors"][0]["details"].as_str().unwrap().contains("did you mean `KSampler`?"));
     assert!(json["node_errors"]["8"]["errors"][0]["details"].as_str().unwrap().contains("not supported by flow yet"));
-    assert!(json["node_errors"]["10"]["errors"].to_string().contains("10 -> 11 -> 10") || json["node_errors"]["10"]["errors"].to_string().contains("11 -> 10 -> 11"));
+    assert!(
+        json["node_errors"]["10"]["errors"].to_string().contains("10 -> 11 -> 10")
+            || json["node_errors"]["10"]["errors"].to_string().contains("11 -> 10 -> 11")
+    );
 }
 
 #[test]
 fn the_cli_prints_every_error_with_node_class_and_input_and_exits_2() {
     let sb = Sandbox::new();
     let path = sb.write("wf.json", &fixture("every_error.json"));
-    for cmd in [vec!["validate", "wf.json"], vec!["run", "wf.json"], vec!["plan", "wf.json"], vec!["import", "comfy", "wf.json"]] {
+    for cmd in [
+        vec!["validate", "wf.json"],
+        vec!["run", "wf.json"],
+        vec!["plan", "wf.json"],
+        vec!["import", "comfy", "wf.json"],
+    ] {
         let out = sb.flow(&cmd);
         let err = stderr(&out);
         assert_eq!(out.status.code(), Some(2), "{cmd:?}: {err}");
-        assert!(err.contains("wf.json: node 3 (KSampler) input `sampler_name`: value_not_in_list: sampler_name: 'dpmpp_sde' not in"), "{err}");
+        assert!(
+            err.contains(
+                "wf.json: node 3 (KSampler) input `sampler_name`: value_not_in_list: sampler_name: 'dpmpp_sde' not in"
+            ),
+            "{err}"
+        );
         assert!(err.contains("wf.json: node 5 (KSamplr): missing_node_type:"), "{err}");
         assert!(err.contains("wf.json: node 12 (VAEDecode) input `samples`: return_type_mismatch"), "{err}");
         assert!(err.contains("15 errors in wf.json"), "{err}");
@@ -180,7 +198,16 @@ fn imported_yaml_names_nodes_after_titles_and_validates_in_flow() {
 #[test]
 fn set_overrides_reach_the_translated_params() {
     let sb = sandbox();
-    let out = sb.flow(&["plan", "comfy/default_txt2img.json", "--models-dir", "models", "--set", "steps=3", "--set", "prompt=a red fox"]);
+    let out = sb.flow(&[
+        "plan",
+        "comfy/default_txt2img.json",
+        "--models-dir",
+        "models",
+        "--set",
+        "steps=3",
+        "--set",
+        "prompt=a red fox",
+    ]);
     assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
     let out = sb.flow(&["plan", "comfy/default_txt2img.json", "--models-dir", "models", "--set", "stepz=3"]);
     assert_eq!(out.status.code(), Some(2));
@@ -224,7 +251,10 @@ fn text_chunk(png: &[u8], keyword: &str) -> Option<Option<String>> {
         let len = u32::from_be_bytes(png[at..at + 4].try_into().unwrap()) as usize;
         let kind = &png[at + 4..at + 8];
         let data = &png[at + 8..(at + 8 + len).min(png.len())];
-        if matches!(kind, b"tEXt" | b"zTXt" | b"iTXt") && data.starts_with(keyword.as_bytes()) && data.get(keyword.len()) == Some(&0) {
+        if matches!(kind, b"tEXt" | b"zTXt" | b"iTXt")
+            && data.starts_with(keyword.as_bytes())
+            && data.get(keyword.len()) == Some(&0)
+        {
             let text = (kind == b"tEXt").then(|| String::from_utf8_lossy(&data[keyword.len() + 1..]).into_owned());
             return Some(text);
         }

@@ -67,7 +67,11 @@ pub fn load_comfy_workflow(path: &Path, overrides: &[Override], registry: &Regis
     if !comfy::is_workflow(path, &bytes) {
         return None;
     }
-    let dir = path.parent().map(Path::to_path_buf).filter(|d| !d.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."));
+    let dir = path
+        .parent()
+        .map(Path::to_path_buf)
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or_else(|| PathBuf::from("."));
     Some(comfy::load_workflow(&path.display().to_string(), &dir, &bytes, overrides, registry).map_err(|e| {
         err!("{}", e.render());
         EXIT_INVALID

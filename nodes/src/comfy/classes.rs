@@ -7,7 +7,7 @@
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 
-use super::names::{LATENT_UPSCALE_METHODS, IMAGE_UPSCALE_METHODS, SAMPLERS, SCHEDULERS};
+use super::names::{IMAGE_UPSCALE_METHODS, LATENT_UPSCALE_METHODS, SAMPLERS, SCHEDULERS};
 
 /// ComfyUI's largest image side (`MAX_RESOLUTION`).
 pub const MAX_RESOLUTION: i128 = 16384;

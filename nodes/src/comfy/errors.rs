@@ -98,7 +98,8 @@ impl WorkflowErrors {
             let node = &self.node_errors[id];
             for e in &node.errors {
                 let input = e.input_name().map(|i| format!(" input `{i}`")).unwrap_or_default();
-                let _ = writeln!(out, "{}: node {id} ({}){input}: {}: {}", self.source, node.class_type, e.kind, e.details);
+                let _ =
+                    writeln!(out, "{}: node {id} ({}){input}: {}: {}", self.source, node.class_type, e.kind, e.details);
             }
         }
         let n = self.count();

@@ -42,7 +42,10 @@ pub fn translate_to_yaml(json_text: &str, source_name: &str) -> Result<String, W
 /// workflow to `image.save` for the PNG's `prompt` chunk.
 pub fn to_yaml(json_text: &str, source_name: &str, purpose: Purpose) -> Result<String, WorkflowErrors> {
     let prompt = validate::check(json_text, source_name)?;
-    let stem = Path::new(source_name).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "workflow".into());
+    let stem = Path::new(source_name)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "workflow".into());
     Ok(translate::translate(&prompt, source_name, &stem, purpose)?.to_yaml())
 }
 
@@ -69,7 +72,13 @@ impl LoadError {
 /// graph with flow's loader: `file` names the workflow, `dir` is the folder
 /// relative paths (LoadImage, SaveImage) resolve against, `overrides` are
 /// `--set` values for the translated params.
-pub fn load_workflow(file: &str, dir: &Path, bytes: &[u8], overrides: &[Override], registry: &Registry) -> Result<Graph, LoadError> {
+pub fn load_workflow(
+    file: &str,
+    dir: &Path,
+    bytes: &[u8],
+    overrides: &[Override],
+    registry: &Registry,
+) -> Result<Graph, LoadError> {
     let text = std::str::from_utf8(bytes).map_err(|e| {
         let error = ErrorItem::new(
             "invalid_prompt",

@@ -23,8 +23,17 @@ pub const SAMPLERS: &[&str] = &[
 ];
 
 /// KSampler `scheduler` values (every ComfyUI sigma schedule).
-pub const SCHEDULERS: &[&str] =
-    &["simple", "sgm_uniform", "karras", "exponential", "ddim_uniform", "beta", "normal", "linear_quadratic", "kl_optimal"];
+pub const SCHEDULERS: &[&str] = &[
+    "simple",
+    "sgm_uniform",
+    "karras",
+    "exponential",
+    "ddim_uniform",
+    "beta",
+    "normal",
+    "linear_quadratic",
+    "kl_optimal",
+];
 
 /// LatentUpscale(By) `upscale_method` values flow runs.
 pub const LATENT_UPSCALE_METHODS: &[&str] = &["nearest-exact", "bilinear", "area", "bicubic"];
@@ -75,5 +84,6 @@ pub fn unsupported_sampler(name: &str) -> Option<&'static str> {
 
 /// ComfyUI upscale methods flow does not run yet, and why.
 pub fn unsupported_upscale_method(name: &str) -> Option<&'static str> {
-    (name == "bislerp").then_some("ComfyUI's bislerp (slerp between neighbouring latent vectors) is not implemented in flow yet")
+    (name == "bislerp")
+        .then_some("ComfyUI's bislerp (slerp between neighbouring latent vectors) is not implemented in flow yet")
 }

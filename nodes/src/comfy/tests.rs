@@ -60,8 +60,13 @@ fn combined_conditioning_and_clip_skip() {
     let yaml = to_yaml(&workflow(&extra), "w.json", Purpose::Run).unwrap();
     assert_eq!(yaml.matches("op: sd.encode_prompt").count(), 2, "{yaml}");
     assert_eq!(yaml.matches("      clip_skip: 2").count(), 2, "{yaml}");
-    assert!(yaml.contains("  mix_cond:  # ComfyUI node 13 (ConditioningCombine) \"Mix\"\n    op: sd.combine_cond"), "{yaml}");
-    for want in ["add_noise: false", "start_step: 2", "end_step: 8", "leftover_noise: true", "seed: $seed", "cond: $mix_cond"] {
+    assert!(
+        yaml.contains("  mix_cond:  # ComfyUI node 13 (ConditioningCombine) \"Mix\"\n    op: sd.combine_cond"),
+        "{yaml}"
+    );
+    for want in
+        ["add_noise: false", "start_step: 2", "end_step: 8", "leftover_noise: true", "seed: $seed", "cond: $mix_cond"]
+    {
         assert!(yaml.contains(want), "no {want}:\n{yaml}");
     }
     assert!(yaml.contains("path: output/a/b_00001_.png") && yaml.contains("comfy_prompt: \"{"), "{yaml}");

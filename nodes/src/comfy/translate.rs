@@ -139,9 +139,15 @@ impl<'a> Translator<'a> {
     fn fail(&mut self, node: &Node, input: &str, kind: &str, details: String) {
         self.errors
             .entry(node.id.clone())
-            .or_insert_with(|| NodeErrors { errors: Vec::new(), dependent_outputs: Vec::new(), class_type: node.class.name.into() })
+            .or_insert_with(|| NodeErrors {
+                errors: Vec::new(),
+                dependent_outputs: Vec::new(),
+                class_type: node.class.name.into(),
+            })
             .errors
-            .push(ErrorItem::new(kind, "Not supported by flow", format!("{input}: {details}")).with("input_name", input));
+            .push(
+                ErrorItem::new(kind, "Not supported by flow", format!("{input}: {details}")).with("input_name", input),
+            );
     }
 
     /// The CLIPTextEncode leaves of a conditioning link, in order.
@@ -185,10 +191,20 @@ impl<'a> Translator<'a> {
         for id in self.p.ids() {
             let n = self.node(id);
             let widgets: &[(&str, &str)] = match n.class.name {
-                "KSampler" => &[("seed", "seed"), ("steps", "steps"), ("cfg", "cfg"), ("sampler_name", "sampler"), ("scheduler", "scheduler")],
-                "KSamplerAdvanced" => {
-                    &[("noise_seed", "seed"), ("steps", "steps"), ("cfg", "cfg"), ("sampler_name", "sampler"), ("scheduler", "scheduler")]
-                }
+                "KSampler" => &[
+                    ("seed", "seed"),
+                    ("steps", "steps"),
+                    ("cfg", "cfg"),
+                    ("sampler_name", "sampler"),
+                    ("scheduler", "scheduler"),
+                ],
+                "KSamplerAdvanced" => &[
+                    ("noise_seed", "seed"),
+                    ("steps", "steps"),
+                    ("cfg", "cfg"),
+                    ("sampler_name", "sampler"),
+                    ("scheduler", "scheduler"),
+                ],
                 "EmptyLatentImage" => &[("width", "width"), ("height", "height")],
                 "CLIPTextEncode" => match self.role.get(id) {
                     Some(&"prompt") => &[("text", "prompt")],
@@ -315,7 +331,12 @@ impl<'a> Translator<'a> {
 
     fn push(&mut self, n: &Node, name: String, op: &'static str, inputs: Vec<(&'static str, Arg)>) {
         let title = n.title.as_deref().map(|t| format!(" \"{t}\"")).unwrap_or_default();
-        self.nodes.push(FlowNode { name, op, inputs, comment: format!("ComfyUI node {} ({}){title}", n.id, n.class.name) });
+        self.nodes.push(FlowNode {
+            name,
+            op,
+            inputs,
+            comment: format!("ComfyUI node {} ({}){title}", n.id, n.class.name),
+        });
     }
 
     /// The encoder for one (positive, negative) pair of CLIPTextEncode nodes.
@@ -340,7 +361,11 @@ impl<'a> Translator<'a> {
             return None;
         }
         let used_before = self.encoders.keys().any(|(p0, _)| p0 == pos);
-        let name = if used_before { self.claim(&format!("{}_{}", self.name[pos], self.name[neg])) } else { self.name[pos].clone() };
+        let name = if used_before {
+            self.claim(&format!("{}_{}", self.name[pos], self.name[neg]))
+        } else {
+            self.name[pos].clone()
+        };
         let mut inputs = vec![
             ("model", Arg::Ref(self.name[&pc].clone())),
             ("prompt", self.widget(p, "text")),
@@ -366,7 +391,12 @@ impl<'a> Translator<'a> {
             pl.iter().flat_map(|p| nl.iter().map(move |n| (p.clone(), n.clone()))).collect()
         };
         if pairs.len() > 64 {
-            self.fail(sampler, "positive", "unsupported_by_flow", format!("{} combined prompt pairs; flow takes at most 64", pairs.len()));
+            self.fail(
+                sampler,
+                "positive",
+                "unsupported_by_flow",
+                format!("{} combined prompt pairs; flow takes at most 64", pairs.len()),
+            );
             return None;
         }
         let mut encoded = Vec::new();
@@ -383,8 +413,17 @@ impl<'a> Translator<'a> {
         let root_node = self.node(root);
         let mut acc = encoded[0].clone();
         for (k, next) in encoded.iter().enumerate().skip(1) {
-            let name = if k + 1 == encoded.len() { self.claim(&format!("{}_cond", self.name[root])) } else { self.claim(&format!("{}_part", self.name[root])) };
-            self.push(root_node, name.clone(), "sd.combine_cond", vec![("a", Arg::Ref(acc)), ("b", Arg::Ref(next.clone()))]);
+            let name = if k + 1 == encoded.len() {
+                self.claim(&format!("{}_cond", self.name[root]))
+            } else {
+                self.claim(&format!("{}_part", self.name[root]))
+            };
+            self.push(
+                root_node,
+                name.clone(),
+                "sd.combine_cond",
+                vec![("a", Arg::Ref(acc)), ("b", Arg::Ref(next.clone()))],
+            );
             acc = name;
         }
         self.combined.insert(pairs, acc.clone());
@@ -414,7 +453,8 @@ impl<'a> Translator<'a> {
             "CLIPSetLastLayer" | "CLIPTextEncode" | "ConditioningCombine" => {}
             "EmptyLatentImage" => {
                 let batch = Arg::Lit(Lit::Int(Self::int(n, "batch_size")));
-                let inputs = vec![("width", self.widget(n, "width")), ("height", self.widget(n, "height")), ("batch", batch)];
+                let inputs =
+                    vec![("width", self.widget(n, "width")), ("height", self.widget(n, "height")), ("batch", batch)];
                 self.push(n, name, "sd.empty_latent", inputs);
             }
             "KSampler" | "KSamplerAdvanced" => self.sampler(n, name),
@@ -456,7 +496,12 @@ impl<'a> Translator<'a> {
         let Some(cond) = self.cond(n) else { return };
         let seed_widget = if n.class.name == "KSampler" { "seed" } else { "noise_seed" };
         if Self::int(n, seed_widget) > i128::from(i64::MAX) {
-            self.fail(n, seed_widget, "value_bigger_than_max", format!("{} is above flow's largest seed, 2^63 - 1", Self::int(n, seed_widget)));
+            self.fail(
+                n,
+                seed_widget,
+                "value_bigger_than_max",
+                format!("{} is above flow's largest seed, 2^63 - 1", Self::int(n, seed_widget)),
+            );
             return;
         }
         let mut inputs = Vec::new();
@@ -478,7 +523,8 @@ impl<'a> Translator<'a> {
             inputs.push(("add_noise", Arg::Lit(Lit::Bool(Self::text(n, "add_noise") == "enable"))));
             inputs.push(("start_step", self.widget(n, "start_at_step")));
             inputs.push(("end_step", self.widget(n, "end_at_step")));
-            inputs.push(("leftover_noise", Arg::Lit(Lit::Bool(Self::text(n, "return_with_leftover_noise") == "enable"))));
+            inputs
+                .push(("leftover_noise", Arg::Lit(Lit::Bool(Self::text(n, "return_with_leftover_noise") == "enable"))));
         }
         inputs.push(("generator", Arg::Lit(Lit::Text("torch".into()))));
         self.push(n, name, "sd.sample", inputs);
@@ -528,7 +574,12 @@ impl<'a> Translator<'a> {
             let prefix = Self::text(n, "filename_prefix");
             let prefix = prefix.replace('\\', "/");
             if prefix.split('/').any(|c| c == "..") || prefix.starts_with('/') {
-                self.fail(n, "filename_prefix", "custom_validation_failed", format!("`{prefix}` would save outside the output folder"));
+                self.fail(
+                    n,
+                    "filename_prefix",
+                    "custom_validation_failed",
+                    format!("`{prefix}` would save outside the output folder"),
+                );
                 return;
             }
             format!("{OUTPUT_DIR}/{prefix}_00001_.png")

@@ -80,7 +80,11 @@ impl Report {
     fn push(&mut self, id: &str, class_type: &str, error: ErrorItem) {
         self.nodes
             .entry(id.to_string())
-            .or_insert_with(|| NodeErrors { errors: Vec::new(), dependent_outputs: Vec::new(), class_type: class_type.into() })
+            .or_insert_with(|| NodeErrors {
+                errors: Vec::new(),
+                dependent_outputs: Vec::new(),
+                class_type: class_type.into(),
+            })
             .errors
             .push(error);
     }
@@ -145,12 +149,17 @@ pub fn check(text: &str, source: &str) -> Result<Prompt, WorkflowErrors> {
             report.push(
                 id,
                 class_type,
-                ErrorItem::new("dependency_cycle", "Dependency cycle detected", format!("node {id} is in the cycle {path}"))
-                    .with("cycle", cycle.clone()),
+                ErrorItem::new(
+                    "dependency_cycle",
+                    "Dependency cycle detected",
+                    format!("node {id} is in the cycle {path}"),
+                )
+                .with("cycle", cycle.clone()),
             );
         }
     }
-    let outputs: Vec<&String> = raw_nodes.iter().filter(|(_, (c, _, _))| class(c).is_some_and(|s| s.output_node)).map(|(id, _)| id).collect();
+    let outputs: Vec<&String> =
+        raw_nodes.iter().filter(|(_, (c, _, _))| class(c).is_some_and(|s| s.output_node)).map(|(id, _)| id).collect();
     if report.nodes.is_empty() && outputs.is_empty() {
         return Err(WorkflowErrors::prompt(
             source,
@@ -261,7 +270,10 @@ fn missing_class(class_type: &str) -> ErrorItem {
                 .unwrap_or_default();
             (
                 format!("Node '{class_type}' not found"),
-                format!("`{class_type}` is not a ComfyUI node class flow supports{help} (flow runs: {})", supported_list()),
+                format!(
+                    "`{class_type}` is not a ComfyUI node class flow supports{help} (flow runs: {})",
+                    supported_list()
+                ),
             )
         }
     };
@@ -285,8 +297,12 @@ fn check_input(
     };
     if let Value::Array(items) = v {
         let link_err = |why: String| {
-            base("bad_linked_input", "Bad linked input, must be a length-2 list of [node_id, slot_index]".into(), format!("{name}: {why}"))
-                .with("received_value", v.clone())
+            base(
+                "bad_linked_input",
+                "Bad linked input, must be a length-2 list of [node_id, slot_index]".into(),
+                format!("{name}: {why}"),
+            )
+            .with("received_value", v.clone())
         };
         let [from, index] = items.as_slice() else {
             return Err(link_err(format!("a link has 2 items, [node_id, output_index]; this one has {}", items.len())));
@@ -339,7 +355,11 @@ fn check_input(
         .with("received_value", v.clone())
     };
     let range = |below: bool, shown: String, bound: String| {
-        let (kind_name, word) = if below { ("value_smaller_than_min", "smaller than min") } else { ("value_bigger_than_max", "bigger than max") };
+        let (kind_name, word) = if below {
+            ("value_smaller_than_min", "smaller than min")
+        } else {
+            ("value_bigger_than_max", "bigger than max")
+        };
         base(kind_name, format!("Value {shown} {word} of {bound}"), format!("{name}: {shown} is {word} of {bound}"))
             .with("received_value", v.clone())
     };
@@ -373,8 +393,12 @@ fn check_input(
         InputKind::Text { .. } => Ok(Input::Text(to_text(v))),
         InputKind::File { .. } => match v {
             Value::String(s) if !s.is_empty() => Ok(Input::Text(s.clone())),
-            _ => Err(base("value_not_in_list", "Value not in list".into(), format!("{name}: {} is not a file name", short(v)))
-                .with("received_value", v.clone())),
+            _ => Err(base(
+                "value_not_in_list",
+                "Value not in list".into(),
+                format!("{name}: {} is not a file name", short(v)),
+            )
+            .with("received_value", v.clone())),
         },
         InputKind::Combo { options } => {
             let Value::String(s) = v else {
@@ -434,7 +458,9 @@ fn to_int(v: &Value) -> Result<i128, String> {
             }
         }
         Value::Bool(b) => Ok(i128::from(*b)),
-        Value::String(s) => s.trim().parse::<i128>().map_err(|_| format!("invalid literal for int() with base 10: '{s}'")),
+        Value::String(s) => {
+            s.trim().parse::<i128>().map_err(|_| format!("invalid literal for int() with base 10: '{s}'"))
+        }
         other => Err(format!("int() cannot take {}", kind_of(other))),
     }
 }

@@ -106,7 +106,11 @@ fn lit(v: &Lit, in_node: bool) -> String {
         Lit::Int(i) => i.to_string(),
         Lit::Float(x) => {
             let s = format!("{x:?}");
-            if s.contains(['.', 'e']) { s } else { format!("{s}.0") }
+            if s.contains(['.', 'e']) {
+                s
+            } else {
+                format!("{s}.0")
+            }
         }
         Lit::Bool(b) => b.to_string(),
         Lit::Text(s) if in_node => text(&s.replace('$', "$$")),
@@ -154,10 +158,23 @@ fn is_plain(s: &str) -> bool {
         && !s.ends_with([' ', ':'])
         && !s.contains(": ")
         && !s.contains(" #")
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '_' | '-' | '.' | '/' | ',' | '(' | ')' | ':'))
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, ' ' | '_' | '-' | '.' | '/' | ',' | '(' | ')' | ':'))
         && !matches!(
             s,
-            "true" | "True" | "TRUE" | "false" | "False" | "FALSE" | "null" | "Null" | "NULL" | "yes" | "no" | "on" | "off"
+            "true"
+                | "True"
+                | "TRUE"
+                | "false"
+                | "False"
+                | "FALSE"
+                | "null"
+                | "Null"
+                | "NULL"
+                | "yes"
+                | "no"
+                | "on"
+                | "off"
         )
 }
 

@@ -60,7 +60,13 @@ fn cubic_weights(t: f32) -> [f32; 4] {
 
 /// Resamples `planes` planes of `h` × `w` (row-major, one after the other)
 /// to `oh` × `ow`.
-pub(crate) fn interpolate(src: &[f32], planes: usize, (h, w): (usize, usize), (oh, ow): (usize, usize), mode: Mode) -> Vec<f32> {
+pub(crate) fn interpolate(
+    src: &[f32],
+    planes: usize,
+    (h, w): (usize, usize),
+    (oh, ow): (usize, usize),
+    mode: Mode,
+) -> Vec<f32> {
     let mut out = vec![0.0f32; planes * oh * ow];
     if mode == Mode::Area {
         for (s, d) in src.chunks_exact(h * w).zip(out.chunks_exact_mut(oh * ow)) {
