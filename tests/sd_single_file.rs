@@ -262,6 +262,10 @@ fn check_variant(name: &str) {
     assert_eq!(ids.to_dtype(DType::I64).unwrap().to_vec2::<i64>().unwrap(), want_ids, "{name}: token ids");
     let hidden = te.model.forward(&ids).unwrap();
     assert_close(&format!("{name} clip"), &hidden, &want["last_hidden_state"]);
+    let skip2 = te.encode_skip("a watercolor of a fox in the snow", 2).unwrap();
+    assert_close(&format!("{name} clip skip 2"), &skip2, &want["clip_skip2"].i(0..1).unwrap());
+    let layers = ckpt.clip_config().num_hidden_layers;
+    assert!(te.encode_skip("a fox", layers + 1).unwrap_err().to_string().contains("between 1 and"));
 
     let unet = ckpt.unet(&Device::Cpu, DType::F32).unwrap();
     let config = ckpt.scheduler_config().unwrap();
