@@ -73,7 +73,9 @@ fn unet_step_from_the_file_alone_matches_diffusers() {
     assert_close("unet noise_pred", &got, &want["noise_pred"]);
     let traj = expected("trajectory_ddim.safetensors");
     let clip = expected("clip.safetensors");
-    let context = Tensor::cat(&[clip["last_hidden_state"].i(1..2).unwrap(), clip["last_hidden_state"].i(0..1).unwrap()], 0).unwrap();
+    let context =
+        Tensor::cat(&[clip["last_hidden_state"].i(1..2).unwrap(), clip["last_hidden_state"].i(0..1).unwrap()], 0)
+            .unwrap();
     let t0 = traj["unet_t"].to_vec1::<f32>().unwrap()[0] as f64;
     let got = unet.forward(&traj["unet_in"].i(0).unwrap(), t0, &context).unwrap();
     assert_close("unet [uncond, cond] first step", &got, &traj["unet_out"].i(0).unwrap());
@@ -97,7 +99,10 @@ fn graph(name: &str, vars: &[(&str, &Path)], words: &[(&str, &str)]) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/fixtures/tiny-sd/graphs/{name}.yaml"));
     let mut yaml = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     for (from, to) in [
-        ("prompt: \"a photo of a cat\", negative: \"\"", "prompt: \"a watercolor of a fox in the snow\", negative: \"blurry\""),
+        (
+            "prompt: \"a photo of a cat\", negative: \"\"",
+            "prompt: \"a watercolor of a fox in the snow\", negative: \"blurry\"",
+        ),
         ("width: 16, height: 16", "width: 64, height: 64"),
         ("denoise: 0.5", "denoise: 0.6"),
     ] {
@@ -135,7 +140,9 @@ fn only_tensor(path: &Path) -> Tensor {
 /// every step of all three samplers to the plain tolerance.
 #[test]
 fn txt2img_trajectories_from_the_file_match_diffusers() {
-    for (sampler, file, slack) in [("ddim", "trajectory_ddim", 1.0), ("euler", "trajectory_euler", 1.0), ("dpmpp_2m", "trajectory_dpmpp2m", 6.0)] {
+    for (sampler, file, slack) in
+        [("ddim", "trajectory_ddim", 1.0), ("euler", "trajectory_euler", 1.0), ("dpmpp_2m", "trajectory_dpmpp2m", 6.0)]
+    {
         let expected_path = fixture().join(format!("expected/{file}.safetensors"));
         let want = load(&expected_path);
         let sb = common::Sandbox::new();
@@ -162,8 +169,12 @@ fn trajectory_steps_from_the_file_match_diffusers() {
     let unet = ckpt.unet(&Device::Cpu, DType::F32).unwrap();
     let config = ckpt.scheduler_config().unwrap();
     let clip = expected("clip.safetensors");
-    let context = Tensor::cat(&[clip["last_hidden_state"].i(1..2).unwrap(), clip["last_hidden_state"].i(0..1).unwrap()], 0).unwrap();
-    for (sampler, file) in [("ddim", "trajectory_ddim"), ("euler", "trajectory_euler"), ("dpmpp_2m", "trajectory_dpmpp2m")] {
+    let context =
+        Tensor::cat(&[clip["last_hidden_state"].i(1..2).unwrap(), clip["last_hidden_state"].i(0..1).unwrap()], 0)
+            .unwrap();
+    for (sampler, file) in
+        [("ddim", "trajectory_ddim"), ("euler", "trajectory_euler"), ("dpmpp_2m", "trajectory_dpmpp2m")]
+    {
         let want = expected(&format!("{file}.safetensors"));
         let mut sched = flow_nodes::sd::scheduler::build(sampler, &config, 4).unwrap();
         let ts: Vec<f64> = want["unet_t"].to_vec1::<f32>().unwrap().iter().map(|&t| t as f64).collect();
@@ -172,7 +183,11 @@ fn trajectory_steps_from_the_file_match_diffusers() {
         let mut no_noise = |shape: &[usize]| Tensor::zeros(shape, DType::F32, &Device::Cpu);
         for (i, &t) in ts.iter().enumerate() {
             let unet_in = want["unet_in"].i(i).unwrap();
-            assert_close(&format!("{sampler} step {i} unet_in"), &sched.scale_model_input(&x, i).unwrap(), &unet_in.i(0..1).unwrap());
+            assert_close(
+                &format!("{sampler} step {i} unet_in"),
+                &sched.scale_model_input(&x, i).unwrap(),
+                &unet_in.i(0..1).unwrap(),
+            );
             let out = unet.forward(&unet_in, t, &context).unwrap();
             let stored = want["unet_out"].i(i).unwrap();
             assert_close(&format!("{sampler} step {i} unet_out"), &out, &stored);
@@ -190,10 +205,15 @@ fn img2img_from_the_file_matches_diffusers() {
     let want = load(&expected_path);
     let sb = common::Sandbox::new();
     let input = fixture().join("expected/input.png");
-    let yaml = graph("img2img", &[("PIPELINE", &checkpoint_path()), ("INPUT", &input), ("EXPECTED", &expected_path)], &[]);
+    let yaml =
+        graph("img2img", &[("PIPELINE", &checkpoint_path()), ("INPUT", &input), ("EXPECTED", &expected_path)], &[]);
     run_graph(&sb, &yaml);
     assert_close("img2img init latents", &only_tensor(&sb.path().join("out/init.safetensors")), &want["init_latents"]);
-    assert_close("img2img final latent", &only_tensor(&sb.path().join("out/latent.safetensors")), &want["final_latent"]);
+    assert_close(
+        "img2img final latent",
+        &only_tensor(&sb.path().join("out/latent.safetensors")),
+        &want["final_latent"],
+    );
 }
 
 /// Writes `names` as tiny float32 tensors into `dir/file`.
@@ -209,14 +229,26 @@ fn write_tensors(dir: &Path, file: &str, names: &[&str]) -> PathBuf {
 fn files_that_are_not_sd_checkpoints_are_refused_with_what_they_are() {
     let dir = tempfile::tempdir().unwrap();
     let err = |path: &Path| Checkpoint::open(path).unwrap_err().to_string();
-    let sdxl = write_tensors(dir.path(), "xl.safetensors", &["conditioner.embedders.0.transformer.x", "model.diffusion_model.input_blocks.0.0.weight"]);
+    let sdxl = write_tensors(
+        dir.path(),
+        "xl.safetensors",
+        &["conditioner.embedders.0.transformer.x", "model.diffusion_model.input_blocks.0.0.weight"],
+    );
     assert!(err(&sdxl).contains("SDXL"), "{}", err(&sdxl));
-    let lora = write_tensors(dir.path(), "lora.safetensors", &["lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight"]);
+    let lora = write_tensors(
+        dir.path(),
+        "lora.safetensors",
+        &["lora_unet_down_blocks_0_attentions_0_proj_in.lora_down.weight"],
+    );
     assert!(err(&lora).contains("LoRA"), "{}", err(&lora));
     let vae = write_tensors(dir.path(), "vae.safetensors", &["encoder.conv_in.weight", "decoder.conv_in.weight"]);
     assert!(err(&vae).contains("VAE on its own") && err(&vae).contains("`vae` input"), "{}", err(&vae));
     let other = write_tensors(dir.path(), "bert.safetensors", &["embeddings.word_embeddings.weight"]);
-    assert!(err(&other).contains("not a Stable Diffusion checkpoint") && err(&other).contains("embeddings.word_embeddings"), "{}", err(&other));
+    assert!(
+        err(&other).contains("not a Stable Diffusion checkpoint") && err(&other).contains("embeddings.word_embeddings"),
+        "{}",
+        err(&other)
+    );
 
     let bytes = std::fs::read(checkpoint_path()).unwrap();
     let truncated = dir.path().join("truncated.safetensors");
@@ -257,7 +289,8 @@ fn check_variant(name: &str) {
     let ckpt = Checkpoint::open(&ckpt_path).unwrap();
 
     let te = ckpt.text_encoder(&Device::Cpu, DType::F32).unwrap();
-    let ids = Tensor::cat(&["a watercolor of a fox in the snow", "blurry"].map(|p| te.token_ids(p).unwrap()), 0).unwrap();
+    let ids =
+        Tensor::cat(&["a watercolor of a fox in the snow", "blurry"].map(|p| te.token_ids(p).unwrap()), 0).unwrap();
     let want_ids = want["input_ids"].to_dtype(DType::I64).unwrap().to_vec2::<i64>().unwrap();
     assert_eq!(ids.to_dtype(DType::I64).unwrap().to_vec2::<i64>().unwrap(), want_ids, "{name}: token ids");
     let hidden = te.model.forward(&ids).unwrap();
@@ -298,7 +331,12 @@ fn check_variant(name: &str) {
         );
         run_graph(&sb, &yaml);
         let latent = only_tensor(&sb.path().join("out/latent.safetensors"));
-        assert_within(&format!("{name} {sampler} final latent"), &latent, &want[&format!("{sampler}_final_latent")], slack);
+        assert_within(
+            &format!("{name} {sampler} final latent"),
+            &latent,
+            &want[&format!("{sampler}_final_latent")],
+            slack,
+        );
         let image = only_tensor(&sb.path().join("out/image.safetensors"));
         assert_within(&format!("{name} {sampler} image"), &image, &want[&format!("{sampler}_image")], slack);
     }
@@ -333,7 +371,11 @@ fn a_standalone_vae_pickle_decodes_through_the_vae_input() {
     let expected_path = shapes_fixture("sd1-bf16.expected.safetensors");
     let want = load(&expected_path);
     let sb = common::Sandbox::new();
-    let yaml = graph("trajectory", &[("PIPELINE", &ckpt), ("EXPECTED", &expected_path)], &[("SAMPLER", "ddim"), ("PRECISION", "f32")]);
+    let yaml = graph(
+        "trajectory",
+        &[("PIPELINE", &ckpt), ("EXPECTED", &expected_path)],
+        &[("SAMPLER", "ddim"), ("PRECISION", "f32")],
+    );
     let decode = "sd.vae_decode, in: { model: $sd, latent: $sample }";
     assert!(yaml.contains(decode));
     let yaml = yaml

@@ -89,7 +89,11 @@ fn folder_bytes(dir: &Path, stem: &str, dtype: DType) -> u64 {
                 .map(|f| {
                     let len = f.metadata().map(|m| m.len()).unwrap_or(0);
                     let half = f.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.contains(".fp16."));
-                    if half { 2 * len } else { len }
+                    if half {
+                        2 * len
+                    } else {
+                        len
+                    }
                 })
                 .sum()
         })

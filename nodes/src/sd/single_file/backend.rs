@@ -59,15 +59,18 @@ pub struct Renamed {
 impl Renamed {
     /// A `VarBuilder` reading `table`'s names from `weights`, converting to
     /// `dtype` on `device`.
-    pub fn var_builder(weights: Arc<Weights>, table: RenameTable, dtype: DType, device: &Device) -> VarBuilder<'static> {
+    pub fn var_builder(
+        weights: Arc<Weights>,
+        table: RenameTable,
+        dtype: DType,
+        device: &Device,
+    ) -> VarBuilder<'static> {
         VarBuilder::from_backend(Box::new(Renamed { weights, table }), dtype, device.clone())
     }
 
     fn fetch(&self, name: &str, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
-        let source = self
-            .table
-            .get(name)
-            .ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.to_string() }.bt())?;
+        let source =
+            self.table.get(name).ok_or_else(|| candle_core::Error::CannotFindTensor { path: name.to_string() }.bt())?;
         let t = self.weights.load(&source.name, dev)?;
         let t = match source.fix {
             Fix::Keep => t,

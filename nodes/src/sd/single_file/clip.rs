@@ -38,7 +38,8 @@ fn heads(hidden: usize) -> Result<usize> {
 /// without `text_model.` below it).
 pub fn infer_clip(w: &Weights, prefix: &str) -> Result<(ClipTextConfig, RenameTable)> {
     let inner = format!("{prefix}text_model.");
-    let base = if w.meta(&format!("{inner}embeddings.token_embedding.weight")).is_some() { inner } else { prefix.to_string() };
+    let base =
+        if w.meta(&format!("{inner}embeddings.token_embedding.weight")).is_some() { inner } else { prefix.to_string() };
     let token = w.shape(&format!("{base}embeddings.token_embedding.weight"))?.to_vec();
     let positions = w.shape(&format!("{base}embeddings.position_embedding.weight"))?[0];
     let layers = count_layers(w, &format!("{base}encoder.layers."));

@@ -83,7 +83,10 @@ pub fn describe(path: &Path) -> Result<CheckpointInfo> {
         prediction: if v { "v_prediction" } else { "epsilon" }.into(),
         prediction_source: match source {
             PredictionSource::Sidecar(p) => {
-                format!("sidecar {}", p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into()))
+                format!(
+                    "sidecar {}",
+                    p.file_name().map_or_else(|| p.display().to_string(), |n| n.to_string_lossy().into())
+                )
             }
             PredictionSource::FamilyDefault => "family default".into(),
         },
@@ -130,8 +133,17 @@ impl fmt::Display for CheckpointInfo {
             self.unet_in_out.0,
             self.unet_in_out.1
         )?;
-        writeln!(f, "  text encoder: width {te_width}, {te_layers} layers used, {te_heads} heads, MLP {te_mlp}, {te_act}")?;
-        writeln!(f, "  VAE: channels [{}], {} res blocks per level, {} latent channels", list(&self.vae.0), self.vae.1, self.vae.2)?;
+        writeln!(
+            f,
+            "  text encoder: width {te_width}, {te_layers} layers used, {te_heads} heads, MLP {te_mlp}, {te_act}"
+        )?;
+        writeln!(
+            f,
+            "  VAE: channels [{}], {} res blocks per level, {} latent channels",
+            list(&self.vae.0),
+            self.vae.1,
+            self.vae.2
+        )?;
         write!(f, "  prediction: {} ({})", self.prediction, self.prediction_source)
     }
 }

@@ -45,8 +45,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device};
 
-pub use self::describe::{describe, CheckpointInfo};
 use self::backend::{RenameTable, Renamed};
+pub use self::describe::{describe, CheckpointInfo};
 use self::unet::{HeadRule, UNetLayout};
 use self::vae::VaeLayout;
 use self::weights::Weights;
@@ -123,7 +123,12 @@ fn check_kind(w: &Weights) -> Result<Family> {
     if any("conditioner.embedders.") {
         bail!("`{path}` is an SDXL-style checkpoint (`conditioner.embedders.*`); {SUPPORTED}");
     }
-    if any("lora_unet_") || any("lora_te") || any_contains(".lora_down.") || any_contains(".lora_A.") || any_contains(".lora_up.") {
+    if any("lora_unet_")
+        || any("lora_te")
+        || any_contains(".lora_down.")
+        || any_contains(".lora_A.")
+        || any_contains(".lora_up.")
+    {
         bail!("`{path}` is a LoRA, not a checkpoint: it only holds weight deltas for a model; {SUPPORTED}");
     }
     let has_unet = any(UNET_PREFIX);
@@ -131,9 +136,15 @@ fn check_kind(w: &Weights) -> Result<Family> {
         bail!("`{path}` is a VAE on its own, not a checkpoint; give it to the `vae` input of sd.vae_decode / sd.vae_encode");
     }
     if !has_unet {
-        bail!("`{path}` is not a Stable Diffusion checkpoint: no `{UNET_PREFIX}*` tensors ({}); {SUPPORTED}", sample_names(w));
+        bail!(
+            "`{path}` is not a Stable Diffusion checkpoint: no `{UNET_PREFIX}*` tensors ({}); {SUPPORTED}",
+            sample_names(w)
+        );
     }
-    if any(&format!("{UNET_PREFIX}joint_blocks.")) || any(&format!("{UNET_PREFIX}double_blocks.")) || !any(&format!("{UNET_PREFIX}input_blocks.")) {
+    if any(&format!("{UNET_PREFIX}joint_blocks."))
+        || any(&format!("{UNET_PREFIX}double_blocks."))
+        || !any(&format!("{UNET_PREFIX}input_blocks."))
+    {
         bail!("`{path}` holds a diffusion model that is not an SD 1.x/2.x UNet; {SUPPORTED}");
     }
     if !any(VAE_PREFIX) {
@@ -153,7 +164,9 @@ fn sd2_looks_v(w: &Weights, unet: &UNetLayout) -> Result<bool> {
     if unet.config.in_channels != 4 {
         return Ok(false);
     }
-    let last = (0..).take_while(|k| w.index().keys().any(|n| n.starts_with(&format!("{UNET_PREFIX}output_blocks.{k}.")))).count();
+    let last = (0..)
+        .take_while(|k| w.index().keys().any(|n| n.starts_with(&format!("{UNET_PREFIX}output_blocks.{k}."))))
+        .count();
     let name = format!("{UNET_PREFIX}output_blocks.{}.1.transformer_blocks.0.norm1.bias", last.saturating_sub(1));
     if w.meta(&name).is_none() {
         return Ok(false);

@@ -123,9 +123,8 @@ fn classify(rests: &[&str], what: &str) -> Result<Part> {
         return Ok(Part::Resnet);
     }
     if has("proj_in.weight") {
-        let depth = (0..)
-            .take_while(|i| rests.iter().any(|r| r.starts_with(&format!("transformer_blocks.{i}."))))
-            .count();
+        let depth =
+            (0..).take_while(|i| rests.iter().any(|r| r.starts_with(&format!("transformer_blocks.{i}.")))).count();
         return Ok(Part::Transformer { depth });
     }
     if has("op.weight") {
@@ -141,11 +140,14 @@ fn classify(rests: &[&str], what: &str) -> Result<Part> {
 fn rename_part(table: &mut RenameTable, prefix: &str, from: &str, rests: &[&str], part: &Part, to: &str) -> Result<()> {
     for rest in rests {
         let new = match part {
-            Part::Resnet => resnet_name(rest).with_context(|| format!("unexpected ResNet tensor `{prefix}{from}.{rest}`"))?,
+            Part::Resnet => {
+                resnet_name(rest).with_context(|| format!("unexpected ResNet tensor `{prefix}{from}.{rest}`"))?
+            }
             Part::Transformer { .. } => rest.to_string(),
-            Part::Downsample => rest.strip_prefix("op.").map(|t| format!("conv.{t}")).with_context(|| {
-                format!("unexpected downsampler tensor `{prefix}{from}.{rest}`")
-            })?,
+            Part::Downsample => rest
+                .strip_prefix("op.")
+                .map(|t| format!("conv.{t}"))
+                .with_context(|| format!("unexpected downsampler tensor `{prefix}{from}.{rest}`"))?,
             Part::Upsample => rest.to_string(),
         };
         table.insert(format!("{to}.{new}"), Source::keep(format!("{prefix}{from}.{rest}")));
@@ -185,13 +187,17 @@ pub fn infer(w: &Weights, prefix: &str, heads: HeadRule) -> Result<UNetLayout> {
     let input = blocks.group("input_blocks");
     for (&k, block) in input.iter().filter(|(k, _)| **k > 0) {
         let level = levels.len();
-        let parts = block.iter().map(|(sub, rests)| Ok((*sub, classify(rests, &format!("`{prefix}input_blocks.{k}.{sub}`"))?, rests)));
+        let parts = block
+            .iter()
+            .map(|(sub, rests)| Ok((*sub, classify(rests, &format!("`{prefix}input_blocks.{k}.{sub}`"))?, rests)));
         let parts: Vec<(usize, Part, &Vec<&str>)> = parts.collect::<Result<_>>()?;
         match parts.as_slice() {
             [(0, Part::Downsample, rests)] => {
                 let to = format!("down_blocks.{level}.downsamplers.0");
                 rename_part(&mut table, prefix, &format!("input_blocks.{k}.0"), rests, &Part::Downsample, &to)?;
-                levels.push(current.take().with_context(|| format!("`{prefix}input_blocks.{k}` downsamples an empty level"))?);
+                levels.push(
+                    current.take().with_context(|| format!("`{prefix}input_blocks.{k}` downsamples an empty level"))?,
+                );
             }
             [(0, Part::Resnet, res), rest @ ..] => {
                 let channels = shape(&format!("input_blocks.{k}.0.out_layers.3.weight"))?[0];
@@ -206,11 +212,20 @@ pub fn infer(w: &Weights, prefix: &str, heads: HeadRule) -> Result<UNetLayout> {
                 }
                 let j = lvl.res_blocks;
                 lvl.res_blocks += 1;
-                rename_part(&mut table, prefix, &format!("input_blocks.{k}.0"), res, &Part::Resnet, &format!("down_blocks.{level}.resnets.{j}"))?;
+                rename_part(
+                    &mut table,
+                    prefix,
+                    &format!("input_blocks.{k}.0"),
+                    res,
+                    &Part::Resnet,
+                    &format!("down_blocks.{level}.resnets.{j}"),
+                )?;
                 if let [(1, part, rests)] = rest {
                     let to = format!("down_blocks.{level}.attentions.{j}");
                     rename_part(&mut table, prefix, &format!("input_blocks.{k}.1"), rests, part, &to)?;
-                    context_dim.get_or_insert(shape(&format!("input_blocks.{k}.1.transformer_blocks.0.attn2.to_k.weight"))?[1]);
+                    context_dim.get_or_insert(
+                        shape(&format!("input_blocks.{k}.1.transformer_blocks.0.attn2.to_k.weight"))?[1],
+                    );
                     linear.get_or_insert(shape(&format!("input_blocks.{k}.1.proj_in.weight"))?.len() == 2);
                 }
             }
@@ -229,11 +244,20 @@ pub fn infer(w: &Weights, prefix: &str, heads: HeadRule) -> Result<UNetLayout> {
     let mid_depth = match mid_parts.as_slice() {
         [(0, Part::Resnet, a), (1, Part::Transformer { depth }, t), (2, Part::Resnet, b)] => {
             rename_part(&mut table, prefix, "middle_block.0", a, &Part::Resnet, "mid_block.resnets.0")?;
-            rename_part(&mut table, prefix, "middle_block.1", t, &Part::Transformer { depth: *depth }, "mid_block.attentions.0")?;
+            rename_part(
+                &mut table,
+                prefix,
+                "middle_block.1",
+                t,
+                &Part::Transformer { depth: *depth },
+                "mid_block.attentions.0",
+            )?;
             rename_part(&mut table, prefix, "middle_block.2", b, &Part::Resnet, "mid_block.resnets.1")?;
             *depth
         }
-        _ => bail!("the UNet's middle block is not ResNet + transformer + ResNet; flow runs the SD 1.x/2.x mid block only"),
+        _ => bail!(
+            "the UNet's middle block is not ResNet + transformer + ResNet; flow runs the SD 1.x/2.x mid block only"
+        ),
     };
     let context_dim = *context_dim.get_or_insert(shape("middle_block.1.transformer_blocks.0.attn2.to_k.weight")?[1]);
     let linear = *linear.get_or_insert(shape("middle_block.1.proj_in.weight")?.len() == 2);
@@ -271,7 +295,10 @@ pub fn infer(w: &Weights, prefix: &str, heads: HeadRule) -> Result<UNetLayout> {
         j += 1;
         if upsampled || j == want.res_blocks + 1 {
             if j != want.res_blocks + 1 || (upsampled == (up + 1 == n)) {
-                bail!("`{prefix}output_blocks`: level {up} of the up path has {j} ResNets, {} expected", want.res_blocks + 1);
+                bail!(
+                    "`{prefix}output_blocks`: level {up} of the up path has {j} ResNets, {} expected",
+                    want.res_blocks + 1
+                );
             }
             up += 1;
             j = 0;
@@ -281,7 +308,10 @@ pub fn infer(w: &Weights, prefix: &str, heads: HeadRule) -> Result<UNetLayout> {
         bail!("`{prefix}output_blocks` cover {up} of the {n} levels");
     }
     if levels[n - 1].depth > 0 && levels[n - 1].depth != mid_depth {
-        bail!("the deepest level's transformers ({}) and the mid block's ({mid_depth}) differ in depth", levels[n - 1].depth);
+        bail!(
+            "the deepest level's transformers ({}) and the mid block's ({mid_depth}) differ in depth",
+            levels[n - 1].depth
+        );
     }
 
     let config = unet_config(&levels, mid_depth, context_dim, linear, heads, (&conv_in, &conv_out), time_dim)?;

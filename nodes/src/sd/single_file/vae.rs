@@ -46,7 +46,11 @@ fn rename(rest: &str, levels: usize) -> Result<Option<(String, Fix)>> {
     let new = if let Some(t) = tail.strip_prefix("down.").or_else(|| tail.strip_prefix("up.")) {
         let (i, t) = t.split_once('.').context("level index")?;
         let i: usize = i.parse().with_context(|| format!("level `{i}`"))?;
-        let (group, i) = if side == "encoder" { ("down_blocks", i) } else { ("up_blocks", levels.checked_sub(i + 1).context("level")?) };
+        let (group, i) = if side == "encoder" {
+            ("down_blocks", i)
+        } else {
+            ("up_blocks", levels.checked_sub(i + 1).context("level")?)
+        };
         if let Some(t) = t.strip_prefix("block.") {
             format!("{group}.{i}.resnets.{}", resnet(t))
         } else if let Some(t) = t.strip_prefix("downsample.").or_else(|| t.strip_prefix("upsample.")) {

@@ -114,8 +114,9 @@ fn open_safetensors(path: &Path) -> Result<(BTreeMap<String, TensorMeta>, Store)
     })?;
     let mut index = BTreeMap::new();
     for (name, view) in st.tensors() {
-        let dtype = DType::try_from(view.dtype())
-            .map_err(|_| anyhow!("`{}`: tensor `{name}` has dtype {:?}, which flow does not read", path.display(), view.dtype()))?;
+        let dtype = DType::try_from(view.dtype()).map_err(|_| {
+            anyhow!("`{}`: tensor `{name}` has dtype {:?}, which flow does not read", path.display(), view.dtype())
+        })?;
         index.insert(name, TensorMeta { shape: view.shape().to_vec(), dtype });
     }
     Ok((index, Store::Safetensors(st)))
@@ -123,16 +124,18 @@ fn open_safetensors(path: &Path) -> Result<(BTreeMap<String, TensorMeta>, Store)
 
 fn open_pickle(path: &Path) -> Result<(BTreeMap<String, TensorMeta>, Store)> {
     let refuse = |why: String| anyhow!("`{}`: {why}; {CONVERT_HINT}", path.display());
-    let pth = PthTensors::new(path, Some("state_dict"))
-        .or_else(|_| PthTensors::new(path, None))
-        .map_err(|e| refuse(format!("cannot read this PyTorch pickle (only the zip format of torch >= 1.6 is read): {e}")))?;
+    let pth = PthTensors::new(path, Some("state_dict")).or_else(|_| PthTensors::new(path, None)).map_err(|e| {
+        refuse(format!("cannot read this PyTorch pickle (only the zip format of torch >= 1.6 is read): {e}"))
+    })?;
     if pth.tensor_infos().is_empty() {
         return Err(refuse("no tensors found in this PyTorch pickle".into()));
     }
     let index = pth
         .tensor_infos()
         .iter()
-        .map(|(name, info)| (name.clone(), TensorMeta { shape: info.layout.shape().dims().to_vec(), dtype: info.dtype }))
+        .map(|(name, info)| {
+            (name.clone(), TensorMeta { shape: info.layout.shape().dims().to_vec(), dtype: info.dtype })
+        })
         .collect();
     Ok((index, Store::Pickle(pth)))
 }
