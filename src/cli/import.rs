@@ -63,6 +63,14 @@ pub fn comfy(input: &Path, output: Option<&PathBuf>) -> u8 {
 /// anything else (and for files that cannot be read: the graph loader
 /// reports those).
 pub fn load_comfy_workflow(path: &Path, overrides: &[Override], registry: &Registry) -> Option<Result<Graph, u8>> {
+    Some(read_comfy_workflow(path, overrides, registry)?.map_err(|errors| {
+        err!("{errors}");
+        EXIT_INVALID
+    }))
+}
+
+/// [`load_comfy_workflow`] without printing: the errors come back rendered.
+pub fn read_comfy_workflow(path: &Path, overrides: &[Override], registry: &Registry) -> Option<Result<Graph, String>> {
     let bytes = flow_engine::files::read_bounded(path, MAX_FILE_BYTES as u64, "graph file").ok()?;
     if !comfy::is_workflow(path, &bytes) {
         return None;
@@ -72,8 +80,5 @@ pub fn load_comfy_workflow(path: &Path, overrides: &[Override], registry: &Regis
         .map(Path::to_path_buf)
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or_else(|| PathBuf::from("."));
-    Some(comfy::load_workflow(&path.display().to_string(), &dir, &bytes, overrides, registry).map_err(|e| {
-        err!("{}", e.render());
-        EXIT_INVALID
-    }))
+    Some(comfy::load_workflow(&path.display().to_string(), &dir, &bytes, overrides, registry).map_err(|e| e.render()))
 }

@@ -148,10 +148,13 @@ impl Session<'_> {
         if !changed.is_empty() {
             self.out.changed(changed);
         }
-        let graph = match graph::load(&self.args.graph, &self.overrides, self.engine.registry()) {
+        let registry = self.engine.registry();
+        let loaded = super::import::read_comfy_workflow(&self.args.graph, &self.overrides, registry)
+            .unwrap_or_else(|| graph::load(&self.args.graph, &self.overrides, registry).map_err(|d| d.render()));
+        let graph = match loaded {
             Ok(g) => Arc::new(g),
-            Err(diags) => {
-                self.out.invalid(&diags.render());
+            Err(errors) => {
+                self.out.invalid(&errors);
                 // Keep watching what the last good graph used, and the graph.
                 self.rewatch(watcher, self.watched.clone());
                 return Outcome::Idle;
