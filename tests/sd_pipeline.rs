@@ -4,49 +4,24 @@
 //! Reference: tests/fixtures/tiny-sd (see its README for the settings).
 
 mod common;
+#[path = "common/tensors.rs"]
+mod tensors;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use candle_core::{Device, Tensor};
 use common::{stderr, Sandbox};
+use tensors::{assert_close, fill_template, load, only_tensor, run_graph};
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd")
-}
-
-fn load(path: &Path) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(path, &Device::Cpu).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Asserts `|got - want| <= 1e-4 + 1e-3 * |want|` everywhere; returns the max abs diff.
-fn assert_close(what: &str, got: &Tensor, want: &Tensor) -> f32 {
-    assert_eq!(got.dims(), want.dims(), "{what}: shape");
-    let g: Vec<f32> = got.flatten_all().unwrap().to_vec1().unwrap();
-    let w: Vec<f32> = want.flatten_all().unwrap().to_vec1().unwrap();
-    let mut max = 0f32;
-    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
-        let d = (a - b).abs();
-        max = max.max(d);
-        assert!(d <= 1e-4 + 1e-3 * b.abs(), "{what}[{i}]: got {a}, want {b} (diff {d})");
-    }
-    eprintln!("{what}: max abs diff {max:.2e}");
-    max
 }
 
 /// The graph template `tests/fixtures/tiny-sd/graphs/NAME.yaml` (shared with
 /// `cuda/gpu_check.py`) with its `@KEY@` placeholders filled.
 fn fixture_graph(name: &str, vars: &[(&str, &Path)], words: &[(&str, &str)]) -> String {
     let path = fixtures().join(format!("graphs/{name}.yaml"));
-    let mut yaml = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    for (key, value) in vars {
-        yaml = yaml.replace(&format!("@{key}@"), &value.display().to_string());
-    }
-    for (key, value) in words {
-        yaml = yaml.replace(&format!("@{key}@"), value);
-    }
-    assert!(!yaml.contains("\"@"), "{name}: a placeholder is left");
-    yaml
+    let yaml = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    fill_template(yaml, vars, words)
 }
 
 fn txt2img_graph(sampler: &str, expected: &Path, precision: &str) -> String {
@@ -56,16 +31,6 @@ fn txt2img_graph(sampler: &str, expected: &Path, precision: &str) -> String {
         &[("PIPELINE", &pipeline), ("EXPECTED", expected)],
         &[("SAMPLER", sampler), ("PRECISION", precision)],
     )
-}
-
-fn run_graph(sb: &Sandbox, yaml: &str) {
-    sb.write("g.yaml", yaml);
-    let out = sb.flow(&["run", "g.yaml"]);
-    assert_eq!(out.status.code(), Some(0), "{}\n{}", common::stdout(&out), stderr(&out));
-}
-
-fn only_tensor(path: &Path) -> Tensor {
-    load(path).into_values().next().expect("one tensor")
 }
 
 #[test]

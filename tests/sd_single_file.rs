@@ -6,12 +6,15 @@
 //! `|got - want| <= 1e-4 + 1e-3 |want|`.
 
 mod common;
+#[path = "common/tensors.rs"]
+mod tensors;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, IndexOp, Tensor};
 use flow_nodes::sd::single_file::Checkpoint;
+use tensors::{assert_close, assert_within, fill_template, load, only_tensor, run_graph};
 
 fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-sd15-single")
@@ -21,33 +24,8 @@ fn checkpoint_path() -> PathBuf {
     fixture().join("tiny-sd15-s1.safetensors")
 }
 
-fn load(path: &Path) -> HashMap<String, Tensor> {
-    candle_core::safetensors::load(path, &Device::Cpu).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
 fn expected(name: &str) -> HashMap<String, Tensor> {
     load(&fixture().join("expected").join(name))
-}
-
-/// Asserts `|got - want| <= 1e-4 + 1e-3 * |want|` everywhere and prints the
-/// max abs difference.
-fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
-    assert_within(what, got, want, 1.0)
-}
-
-/// Asserts `|got - want| <= slack * (1e-4 + 1e-3 * |want|)` everywhere and
-/// prints the max abs difference.
-fn assert_within(what: &str, got: &Tensor, want: &Tensor, slack: f32) {
-    assert_eq!(got.dims(), want.dims(), "{what}: shape");
-    let g = got.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let w = want.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let mut max = 0f32;
-    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
-        let d = (a - b).abs();
-        max = max.max(d);
-        assert!(d <= slack * (1e-4 + 1e-3 * b.abs()), "{what}[{i}]: got {a}, want {b} (diff {d})");
-    }
-    eprintln!("{what}: max abs diff {max:.2e}");
 }
 
 #[test]
@@ -109,24 +87,7 @@ fn graph(name: &str, vars: &[(&str, &Path)], words: &[(&str, &str)]) -> String {
         yaml = yaml.replace(from, to);
     }
     assert!(yaml.contains("a watercolor of a fox"), "{name}: the prompt was not replaced");
-    for (key, value) in vars {
-        yaml = yaml.replace(&format!("@{key}@"), &value.display().to_string());
-    }
-    for (key, value) in words {
-        yaml = yaml.replace(&format!("@{key}@"), value);
-    }
-    assert!(!yaml.contains("\"@"), "{name}: a placeholder is left");
-    yaml
-}
-
-fn run_graph(sb: &common::Sandbox, yaml: &str) {
-    sb.write("g.yaml", yaml);
-    let out = sb.flow(&["run", "g.yaml"]);
-    assert_eq!(out.status.code(), Some(0), "{}\n{}", common::stdout(&out), common::stderr(&out));
-}
-
-fn only_tensor(path: &Path) -> Tensor {
-    load(path).into_values().next().expect("one tensor")
+    fill_template(yaml, vars, words)
 }
 
 /// The three 4-step trajectories run by `flow run` from the file alone.

@@ -11,7 +11,8 @@ use serde_json::{json, Map, Value};
 
 use super::classes::{class, ClassSpec, InputKind, CLASSES, NOT_YET};
 use super::errors::{id_order, ErrorItem, NodeErrors, WorkflowErrors};
-use super::names::{unsupported_sampler, unsupported_upscale_method};
+use super::names::unsupported_upscale_method;
+use crate::sd::kdiffusion::unsupported_reason;
 
 /// A checked input value.
 #[derive(Clone, Debug, PartialEq)]
@@ -407,7 +408,7 @@ fn check_input(
             if options.contains(&s.as_str()) {
                 return Ok(Input::Text(s.clone()));
             }
-            let why = unsupported_sampler(s).or_else(|| unsupported_upscale_method(s));
+            let why = unsupported_reason(s).or_else(|| unsupported_upscale_method(s));
             Err(not_in_list(name, v, options, why).with("input_config", config.clone()))
         }
     }
@@ -420,7 +421,7 @@ fn not_in_list(name: &'static str, v: &Value, options: &[&str], why: Option<&str
         other => other.to_string(),
     };
     let reason = match why {
-        Some(why) => format!(" (`{shown}` is {why})"),
+        Some(why) => format!(" (`{shown}`: {why})"),
         None => flow_engine::diagnostics::did_you_mean(&shown, options.iter().copied())
             .map(|h| format!("; {h}"))
             .unwrap_or_default(),

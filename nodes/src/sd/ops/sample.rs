@@ -9,7 +9,7 @@ use flow_engine::{Cost, Inputs, Op, OpContext, OpSpec, Outputs, PortSpec, Value,
 
 use super::{compute_dtype, model_input, precision_port, scheduler_config, unet, vae_config, SdCond};
 use crate::sd::guidance::{guided_prediction, predict};
-use crate::sd::kdiffusion::{self, KSamplerSettings, ModelSampling, Sampler, Scheduler};
+use crate::sd::kdiffusion::{self, KSamplerSettings, ModelSampling, Sampler, Scheduler, SAMPLER_NAMES, SCHEDULER_NAMES};
 use crate::sd::scheduler::{self, img2img_start, SamplerOptions};
 use crate::sd::unet::UNet2DConditionModel;
 use crate::tensor::generator::{generator_input, generator_port, Generator, GeneratorKind};
@@ -17,43 +17,29 @@ use crate::tensor::generator::{generator_input, generator_port, Generator, Gener
 /// The samplers of the `diffusers` scheduler.
 const DIFFUSERS_SAMPLERS: [&str; 6] = ["ddim", "euler", "euler_a", "dpmpp_2m", "unipc", "default"];
 
-/// Every value the `sampler` input accepts: the diffusers samplers and
-/// ComfyUI's (`euler`, `ddim` and `dpmpp_2m` name one of each).
-const SAMPLER_CHOICES: [&str; 19] = [
-    "euler",
-    "euler_a",
-    "ddim",
-    "dpmpp_2m",
-    "unipc",
-    "default",
-    "euler_ancestral",
-    "heun",
-    "heunpp2",
-    "dpm_2",
-    "dpm_2_ancestral",
-    "lms",
-    "dpmpp_2s_ancestral",
-    "ddpm",
-    "lcm",
-    "ipndm",
-    "deis",
-    "uni_pc",
-    "uni_pc_bh2",
-];
+/// Every value the `sampler` input accepts: ComfyUI's (which include
+/// `euler`, `ddim` and `dpmpp_2m`, also diffusers names) and the other
+/// diffusers ones.
+const SAMPLER_CHOICES: [&str; SAMPLER_NAMES.len() + 3] = concat(SAMPLER_NAMES, ["euler_a", "unipc", "default"]);
 
 /// Every value the `scheduler` input accepts.
-const SCHEDULER_CHOICES: [&str; 10] = [
-    "diffusers",
-    "normal",
-    "karras",
-    "exponential",
-    "sgm_uniform",
-    "simple",
-    "ddim_uniform",
-    "beta",
-    "linear_quadratic",
-    "kl_optimal",
-];
+const SCHEDULER_CHOICES: [&str; SCHEDULER_NAMES.len() + 1] = concat(["diffusers"], SCHEDULER_NAMES);
+
+/// `a` then `b`, at compile time.
+const fn concat<const A: usize, const B: usize, const N: usize>(a: [&'static str; A], b: [&'static str; B]) -> [&'static str; N] {
+    assert!(A + B == N);
+    let mut out = [""; N];
+    let mut i = 0;
+    while i < A {
+        out[i] = a[i];
+        i += 1;
+    }
+    while i < N {
+        out[i] = b[i - A];
+        i += 1;
+    }
+    out
+}
 
 pub(super) struct Sample {
     spec: OpSpec,
