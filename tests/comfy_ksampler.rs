@@ -168,3 +168,23 @@ fn combine_cond_graph_runs_and_a_cond_combined_with_itself_is_unchanged() {
     let mixed = run_latent(&sb, &combine("a watercolor of a dog"));
     assert!(max_diff(&mixed, &plain) > 1e-4);
 }
+
+/// The `prediction` input overrides what the model's config says: `epsilon`
+/// on this eps model changes nothing, `v_prediction` reads the same UNet
+/// output as a velocity (on both sampler families).
+#[test]
+fn the_prediction_input_overrides_the_models_parameterization() {
+    let sb = Sandbox::new();
+    for extra in ["sampler: euler, scheduler: karras", "sampler: euler"] {
+        let auto = run_latent(&sb, &graph(extra));
+        let eps = run_latent(&sb, &graph(&format!("{extra}, prediction: epsilon")));
+        assert_eq!(auto, eps, "{extra}: the tiny pipeline is an epsilon model");
+        let v = run_latent(&sb, &graph(&format!("{extra}, prediction: v_prediction")));
+        assert!(v.iter().all(|x| x.is_finite()), "{extra}");
+        assert!(max_diff(&auto, &v) > 1e-3, "{extra}: v-prediction reads the output differently");
+    }
+    sb.write("g.yaml", &graph("sampler: euler, prediction: v"));
+    let out = sb.flow(&["validate", "g.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("`v` is not one of auto, epsilon, v_prediction"), "{}", stderr(&out));
+}

@@ -10,7 +10,7 @@ use flow_engine::{Cost, Inputs, Op, OpContext, OpSpec, Outputs, PortSpec, Value,
 use super::{compute_dtype, model_input, precision_port, scheduler_config, unet, vae_config, SdCond};
 use crate::sd::guidance::{guided_prediction, predict};
 use crate::sd::kdiffusion::{self, KSamplerSettings, ModelSampling, Sampler, Scheduler, SAMPLER_NAMES, SCHEDULER_NAMES};
-use crate::sd::scheduler::{self, img2img_start, SamplerOptions};
+use crate::sd::scheduler::{self, img2img_start, PredictionType, SamplerOptions, SchedulerConfig};
 use crate::sd::unet::UNet2DConditionModel;
 use crate::tensor::generator::{generator_input, generator_port, Generator, GeneratorKind};
 
@@ -147,6 +147,14 @@ impl Sample {
                         false,
                         "ComfyUI: when stopping early, keep the remaining noise (return_with_leftover_noise)",
                     ),
+                    PortSpec::with_default(
+                        "prediction",
+                        ValueType::Text,
+                        "auto",
+                        "what the UNet predicts: auto (the model's: its scheduler config, a checkpoint's sidecar \
+                         or family default, see `flow models list`), epsilon or v_prediction",
+                    )
+                    .one_of(&PREDICTIONS),
                     precision_port(),
                 ],
                 outputs: vec![PortSpec::new("latent", ValueType::Latent, "the denoised latent")],
@@ -267,7 +275,7 @@ fn run_diffusers(
     if let Some((name, _)) = advanced.iter().find(|(_, set)| *set) {
         bail!("input `{name}` is ComfyUI's KSamplerAdvanced control: it needs a ComfyUI `scheduler`, not `diffusers`");
     }
-    let config = scheduler_config(model)?;
+    let config = model_scheduler_config(inputs, model)?;
     let eta = inputs.float("eta")?;
     let mut sched = scheduler::build_with(sampler, &config, c.steps, &SamplerOptions { eta })?;
     let mut generator = Generator::new(c.generator, c.seed);
@@ -295,6 +303,21 @@ fn run_diffusers(
         ctx.progress((i + 1 - start) as u64, (total - start) as u64);
     }
     Ok(x)
+}
+
+/// Values of the `prediction` input.
+const PREDICTIONS: [&str; 3] = ["auto", "epsilon", "v_prediction"];
+
+/// The model's scheduler settings with the `prediction` input applied.
+fn model_scheduler_config(inputs: &Inputs, model: &flow_engine::models::ResolvedModel) -> Result<SchedulerConfig> {
+    let mut config = scheduler_config(model)?;
+    match inputs.text("prediction")? {
+        "auto" => {}
+        "epsilon" => config.prediction_type = Some(PredictionType::Epsilon),
+        "v_prediction" => config.prediction_type = Some(PredictionType::VPrediction),
+        other => bail!("input `prediction` is `{other}`; use {}", PREDICTIONS.join(", ")),
+    }
+    Ok(config)
 }
 
 /// ComfyUI's KSampler / KSamplerAdvanced.
@@ -333,7 +356,7 @@ fn run_comfy(
         end_step: step_input("end_step")?,
         force_full_denoise: !inputs.bool("leftover_noise")?,
     };
-    let ms = ModelSampling::from_config(&scheduler_config(model)?)?;
+    let ms = ModelSampling::from_config(&model_scheduler_config(inputs, model)?)?;
     if kdiffusion::run_sigmas(&ms, &settings).is_none() {
         return Ok(c.latent.clone());
     }
