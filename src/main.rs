@@ -124,6 +124,8 @@ enum Command {
         #[command(subcommand)]
         what: ImportWhat,
     },
+    /// Serve ComfyUI's HTTP + WebSocket API (queue, history, uploads) until Ctrl-C.
+    Serve(cli::serve::ServeArgs),
     /// Inspect or clear the cache.
     Cache {
         #[command(subcommand)]
@@ -222,6 +224,7 @@ fn main() -> ExitCode {
         Command::Models { action: ModelsAction::Verify, cache_dir } => cli::models::verify(cache_dir),
         Command::Import { what: ImportWhat::Comfy { workflow, output } } => cli::import::comfy(&workflow, output.as_ref()),
         Command::Import { what: ImportWhat::Png { image, output } } => cli::import_png::png(&image, output.as_ref()),
+        Command::Serve(args) => cli::serve::serve(&args),
         Command::Cache { action: CacheAction::Stats, cache_dir } => cli::cache::stats(cache_dir),
         Command::Cache { action: CacheAction::Clear, cache_dir } => cli::cache::clear(cache_dir),
     };

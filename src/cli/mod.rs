@@ -11,6 +11,7 @@ pub mod inspect;
 pub mod models;
 pub mod render;
 pub mod run;
+pub mod serve;
 pub mod table;
 pub mod watch;
 pub mod watch_output;
