@@ -442,7 +442,20 @@ fn multipart(name: &str, content: &[u8]) -> (String, Vec<u8>) {
 fn bad_requests_get_the_right_error() {
     let dir = sandbox();
     std::fs::write(dir.path().join("secret.txt"), "secret").unwrap();
-    let server = Server::start(dir.path(), &[]);
+    let script = "fn ports() { #{ inputs: #{ s: \"text\" }, outputs: #{ out: \"text\" } } }\nfn run(i) { #{ out: `loud ${i.s}` } }\n";
+    std::fs::create_dir_all(dir.path().join("scripts")).unwrap();
+    std::fs::write(dir.path().join("scripts/shout.rhai"), script).unwrap();
+    std::fs::create_dir_all(dir.path().join("input")).unwrap();
+    std::fs::write(dir.path().join("input/shout.rhai"), script).unwrap();
+    let server = Server::start(dir.path(), &["--scripts-dir", "scripts"]);
+    // rhai scripts come from the scripts folder only.
+    let mut ws = server.ws("s");
+    let ok = "flow: 1\nnodes:\n  l:\n    op: script.shout\n    in: {s: hi}\n  w:\n    op: file.write_text\n    in: {path: output/loud.txt, text: $l}\n";
+    let id = server.submit(json!(ok), "s", json!({}));
+    until_done(&mut ws, std::slice::from_ref(&id));
+    assert_eq!(std::fs::read_to_string(dir.path().join("output/loud.txt")).unwrap(), "loud hi");
+    let (status, body) = server.post("/prompt", &json!({ "prompt": ok.replace("script.shout", "input/shout.rhai") }));
+    assert_eq!((status, body["error"]["type"].as_str()), (403, Some("forbidden_path")), "{body}");
     let (status, body) = server.request("POST", "/prompt", &[], b"{\"prompt\": ");
     assert_eq!(status, 400);
     let body: Value = serde_json::from_slice(&body).unwrap();

@@ -22,6 +22,8 @@ pub struct Roots {
     pub read: Vec<PathBuf>,
     /// Files may be written below these.
     pub write: Vec<PathBuf>,
+    /// rhai scripts (and what they import) are read only below these.
+    pub scripts: Vec<PathBuf>,
 }
 
 /// `path` made absolute with every symbolic link resolved: the whole path
@@ -62,6 +64,18 @@ fn is_path_port(port: &str) -> bool {
 pub fn check_graph(graph: &Graph, roots: &Roots) -> Vec<String> {
     let mut problems = Vec::new();
     for node in &graph.nodes {
+        let name = &node.op.spec().name;
+        if name.starts_with("script.") || name.ends_with(".rhai") {
+            for file in node.op.watched_paths(&flow_engine::Inputs::default(), &graph.dir) {
+                if !inside(&file, &roots.scripts) {
+                    problems.push(format!(
+                        "node `{}`: the script `{}` is not in the server's scripts folder (use `op: script.NAME`)",
+                        node.id,
+                        file.display()
+                    ));
+                }
+            }
+        }
         let writes = node.op.spec().output;
         for (port, expr) in &node.inputs {
             if !is_path_port(port) {

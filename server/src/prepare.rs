@@ -60,9 +60,10 @@ impl Workspace {
         ];
         read.extend(config.models_dir.clone());
         let write = vec![config.output_dir.clone(), config.temp_dir.clone()];
+        let scripts = vec![config.scripts_dir.clone()];
         Ok(Workspace {
             root,
-            roots: Roots { read, write },
+            roots: Roots { read, write, scripts },
             output_dir: config.output_dir.clone(),
             counters: Mutex::default(),
         })

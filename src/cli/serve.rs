@@ -30,6 +30,10 @@ pub struct ServeArgs {
     /// Folder graphs write to (`output/NAME` in a graph).
     #[arg(long, value_name = "DIR", default_value = "output")]
     pub output_dir: PathBuf,
+    /// Folder of the rhai scripts graphs may use as `op: script.NAME`
+    /// [default: the `serve/scripts` folder of the cache folder].
+    #[arg(long, value_name = "DIR")]
+    pub scripts_dir: Option<PathBuf>,
     /// Require this token on every request (`Authorization: Bearer T` or `?token=T`).
     #[arg(long, value_name = "T")]
     pub token: Option<String>,
@@ -64,6 +68,9 @@ pub fn serve(args: &ServeArgs) -> u8 {
     let cache = cache_dir(&args.cache_dir);
     let mut config = ServerConfig::new(listen, &cache, args.input_dir.clone(), args.output_dir.clone());
     config.token = args.token.clone();
+    if let Some(dir) = &args.scripts_dir {
+        config.scripts_dir = dir.clone();
+    }
     config.concurrent_runs = args.runs;
     if let Err(e) = config.check() {
         errln!("error: {e:#}");
