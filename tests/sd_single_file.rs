@@ -351,3 +351,38 @@ fn a_standalone_vae_pickle_decodes_through_the_vae_input() {
     assert_eq!(out.status.code(), Some(1));
     assert!(common::stderr(&out).contains("give `model`"), "{}", common::stderr(&out));
 }
+
+/// A txt2img graph on `model` whose prompt encoder takes `encode` (YAML
+/// flow-map entries); saves the latent to `out/latent.safetensors`.
+fn clip_layer_graph(model: &Path, encode: &str) -> String {
+    format!(
+        "flow: 1\nmodels:\n  sd: \"{}\"\nnodes:\n  \
+         cond: {{ op: sd.encode_prompt, in: {{ model: $sd, prompt: \"a fox\", negative: \"blurry\", {encode} }} }}\n  \
+         empty: {{ op: sd.empty_latent, in: {{ model: $sd, width: 64, height: 64 }} }}\n  \
+         sample: {{ op: sd.sample, in: {{ model: $sd, cond: $cond, latent: $empty, steps: 2, sampler: euler, scheduler: normal }} }}\n  \
+         save: {{ op: tensor.save, in: {{ tensor: $sample, path: out/latent.safetensors }} }}\n",
+        model.display()
+    )
+}
+
+/// ComfyUI's CLIPSetLastLayer values count over the family's whole text
+/// encoder: -2 is clip skip 2 on SD 1.x, and SD 2.x's default (flow loads
+/// OpenCLIP without its last layer), where -1 is refused.
+#[test]
+fn comfy_clip_layers_follow_the_family() {
+    let sb = common::Sandbox::new();
+    let latent = |model: &Path, encode: &str| {
+        run_graph(&sb, &clip_layer_graph(model, encode));
+        only_tensor(&sb.path().join("out/latent.safetensors")).flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    };
+    let sd1 = checkpoint_path();
+    assert_eq!(latent(&sd1, "clip_layer: -2"), latent(&sd1, "clip_skip: 2"));
+    assert_eq!(latent(&sd1, "clip_layer: -1"), latent(&sd1, "clip_skip: 1"));
+    assert_ne!(latent(&sd1, "clip_layer: -2"), latent(&sd1, "clip_skip: 1"));
+    let sd2 = shapes_fixture("sd2-v-f16.safetensors");
+    assert_eq!(latent(&sd2, "clip_layer: -2"), latent(&sd2, "clip_skip: 1"));
+    sb.write("g.yaml", &clip_layer_graph(&sd2, "clip_layer: -1"));
+    let out = sb.flow(&["run", "g.yaml"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(common::stderr(&out).contains("OpenCLIP's very last layer"), "{}", common::stderr(&out));
+}

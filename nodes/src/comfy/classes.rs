@@ -218,7 +218,7 @@ pub static CLASSES: &[ClassSpec] = &[
         inputs: &[link("clip", "CLIP"), int("stop_at_clip_layer", -1, -24, -1, 1)],
         outputs: &["CLIP"],
         output_node: false,
-        flow_op: "sd.encode_prompt clip_skip",
+        flow_op: "sd.encode_prompt clip_layer",
     },
     ClassSpec {
         name: "CLIPTextEncode",

@@ -59,7 +59,7 @@ fn combined_conditioning_and_clip_skip() {
     );
     let yaml = to_yaml(&workflow(&extra), "w.json", Purpose::Run).unwrap();
     assert_eq!(yaml.matches("op: sd.encode_prompt").count(), 2, "{yaml}");
-    assert_eq!(yaml.matches("      clip_skip: 2").count(), 2, "{yaml}");
+    assert_eq!(yaml.matches("      clip_layer: -2").count(), 2, "{yaml}");
     assert!(
         yaml.contains("  mix_cond:  # ComfyUI node 13 (ConditioningCombine) \"Mix\"\n    op: sd.combine_cond"),
         "{yaml}"

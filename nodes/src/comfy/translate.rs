@@ -4,7 +4,7 @@
 //!   `upscaler:NAME`); every output of a checkpoint stands for that model.
 //! - `CLIPTextEncode` nodes merge per KSampler into `sd.encode_prompt
 //!   {prompt, negative}` (flow's cond carries both); `ConditioningCombine`
-//!   becomes `sd.combine_cond`; `CLIPSetLastLayer(-N)` becomes `clip_skip: N`
+//!   becomes `sd.combine_cond`; `CLIPSetLastLayer(-N)` becomes `clip_layer: -N`
 //!   on the encoders it feeds.
 //! - Widgets users tune (seed, steps, cfg, sampler, scheduler, size, prompt
 //!   texts) become params: one shared param when every node agrees on the
@@ -371,8 +371,8 @@ impl<'a> Translator<'a> {
             ("prompt", self.widget(p, "text")),
             ("negative", self.widget(q, "text")),
         ];
-        if let Some(stop) = pskip.filter(|s| *s != -1) {
-            inputs.push(("clip_skip", Arg::Lit(Lit::Int(-stop))));
+        if let Some(stop) = pskip {
+            inputs.push(("clip_layer", Arg::Lit(Lit::Int(stop))));
         }
         let comment = format!("ComfyUI nodes {pos} (positive) and {neg} (negative), CLIPTextEncode");
         self.nodes.push(FlowNode { name: name.clone(), op: "sd.encode_prompt", inputs, comment });

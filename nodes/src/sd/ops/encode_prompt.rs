@@ -26,6 +26,12 @@ impl EncodePrompt {
                     PortSpec::new("prompt", ValueType::Text, "what the image should show"),
                     PortSpec::with_default("negative", ValueType::Text, "", "what to steer away from; empty is encoded too"),
                     PortSpec::with_default("clip_skip", ValueType::Int, 1i64, "1 = last text-encoder layer, 2 = penultimate, ..."),
+                    PortSpec::optional(
+                        "clip_layer",
+                        ValueType::Int,
+                        "instead of clip_skip: ComfyUI's CLIPSetLastLayer stop_at_clip_layer (-1 = last), counted over \
+                         the family's whole text encoder (OpenCLIP's 24 layers for SD 2.x, whose default is -2)",
+                    ),
                     precision_port(),
                 ],
                 outputs: vec![PortSpec::new("cond", ValueType::Cond, "the prompt and negative-prompt embeddings")],
@@ -47,6 +53,11 @@ impl Op for EncodePrompt {
             bail!("input `clip_skip` is {clip_skip}; it must be 1 (the last layer) or more");
         }
         let te = text_encoder(ctx, model_input(inputs, "model")?, compute_dtype(inputs, ctx)?)?;
+        let clip_skip = match inputs.opt_int("clip_layer")? {
+            None => clip_skip,
+            Some(_) if clip_skip != 1 => bail!("give `clip_skip` or `clip_layer`, not both"),
+            Some(layer) => skip_of_comfy_layer(layer, te.model.config().hidden_act == "gelu")?,
+        };
         let (prompt, negative) = (inputs.text("prompt")?, inputs.opt_text("negative")?.unwrap_or(""));
         for (what, text) in [("prompt", prompt), ("negative prompt", negative)] {
             if let Some(warning) = te.cut_off_warning(what, text)? {
@@ -56,5 +67,39 @@ impl Op for EncodePrompt {
         let cond = te.encode_skip(prompt, clip_skip as usize)?;
         let uncond = te.encode_skip(negative, clip_skip as usize)?;
         Ok(Outputs::single("cond", SdCond::new(cond, uncond).into_value()))
+    }
+}
+
+/// `clip_skip` for ComfyUI's `stop_at_clip_layer` (negative, counted from
+/// the end of the family's whole text encoder). SD 1.x's CLIP is loaded
+/// whole (-N is clip_skip N); SD 2.x's OpenCLIP (recognised by its exact
+/// GELU) is loaded without its last layer, as diffusers does and SD 2.x was
+/// trained (ComfyUI's default -2 there is clip_skip 1).
+fn skip_of_comfy_layer(layer: i64, open_clip: bool) -> Result<i64> {
+    if layer >= 0 {
+        bail!("input `clip_layer` is {layer}; ComfyUI counts layers from the end: -1 is the last, -2 the one before");
+    }
+    match (open_clip, -layer) {
+        (false, n) => Ok(n),
+        (true, 1) => bail!(
+            "input `clip_layer` -1 on an SD 2.x model is OpenCLIP's very last layer, which SD 2.x models do not \
+             condition on and flow does not load; -2 is their usual layer"
+        ),
+        (true, n) => Ok(n - 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::skip_of_comfy_layer;
+
+    #[test]
+    fn comfy_layers_count_over_the_whole_encoder() {
+        assert_eq!(skip_of_comfy_layer(-1, false).unwrap(), 1);
+        assert_eq!(skip_of_comfy_layer(-2, false).unwrap(), 2);
+        assert_eq!(skip_of_comfy_layer(-2, true).unwrap(), 1);
+        assert_eq!(skip_of_comfy_layer(-3, true).unwrap(), 2);
+        assert!(skip_of_comfy_layer(-1, true).unwrap_err().to_string().contains("-2 is their usual layer"));
+        assert!(skip_of_comfy_layer(0, false).is_err());
     }
 }
