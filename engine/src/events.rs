@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Why a node runs, or that it was served from the cache.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum NodeStatus {
     /// The node executed.
@@ -33,7 +33,7 @@ impl NodeStatus {
 /// One thing that happened during a run. Serialised as one JSON object per
 /// line by `flow run --json`, tagged by `event`. `t_ms` is milliseconds since
 /// the run started.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     /// The plan is made; `nodes` will be run or taken from the cache.
@@ -105,6 +105,37 @@ pub enum Event {
         ms: f64,
         t_ms: f64,
     },
+}
+
+impl Event {
+    /// The event as one line of `flow run --json` (no newline): the form the
+    /// CLI prints and the server streams.
+    pub fn to_json_line(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// An event read back from one `--json` line.
+    pub fn from_json_line(line: &str) -> Result<Event, serde_json::Error> {
+        serde_json::from_str(line)
+    }
+
+    /// The event's name as `--json` writes it (`run_started`, `node_finished`, ...).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::RunStarted { .. } => "run_started",
+            Event::NodeCached { .. } => "node_cached",
+            Event::NodeStarted { .. } => "node_started",
+            Event::Progress { .. } => "progress",
+            Event::Token { .. } => "token",
+            Event::Message { .. } => "message",
+            Event::Output { .. } => "output",
+            Event::NodeFinished { .. } => "node_finished",
+            Event::NodeFailed { .. } => "node_failed",
+            Event::NodeSkipped { .. } => "node_skipped",
+            Event::Warning { .. } => "warning",
+            Event::RunFinished { .. } => "run_finished",
+        }
+    }
 }
 
 /// Where a run sends its events.

@@ -19,6 +19,7 @@ pub mod prepare;
 pub mod queue;
 pub mod reporter;
 mod routes;
+pub mod runlog;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -244,6 +244,11 @@ impl Queue {
         self.ready.notify_all();
     }
 
+    /// Whether the server is shutting down.
+    pub fn stopping(&self) -> bool {
+        self.lock().stopping
+    }
+
     /// ComfyUI's `GET /queue`: running and pending queue items.
     pub fn snapshot(&self) -> (Vec<Value>, Vec<Value>) {
         let inner = self.lock();

@@ -14,6 +14,7 @@ use crate::config::ServerConfig;
 use crate::hub::Hub;
 use crate::prepare::Workspace;
 use crate::queue::Queue;
+use crate::runlog::RunLogs;
 use crate::state::AppState;
 use crate::store::Store;
 use crate::worker::Runner;
@@ -36,7 +37,9 @@ pub fn serve(
     let (queue, problems) = Queue::restore(Store::open(&config.state_dir)?, hub);
     let queue = Arc::new(queue);
     let workspace = Arc::new(Workspace::new(&config)?);
-    let state = AppState { config: Arc::new(config), engine: Arc::new(engine), queue: Arc::clone(&queue), workspace };
+    let runs = Arc::new(RunLogs::open(&config.state_dir)?);
+    let state =
+        AppState { config: Arc::new(config), engine: Arc::new(engine), queue: Arc::clone(&queue), workspace, runs };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("flow-http")
@@ -51,6 +54,7 @@ pub fn serve(
         engine: Arc::clone(&state.engine),
         queue: Arc::clone(&queue),
         workspace: Arc::clone(&state.workspace),
+        runs: Arc::clone(&state.runs),
     };
     let workers = runner.spawn(state.config.concurrent_runs);
     on_ready(addr, &problems);

@@ -7,6 +7,7 @@ use flow_engine::Engine;
 use crate::config::ServerConfig;
 use crate::prepare::Workspace;
 use crate::queue::Queue;
+use crate::runlog::RunLogs;
 
 /// The server's state: its settings, its one engine, the queue and the
 /// folder graphs run in.
@@ -20,4 +21,6 @@ pub struct AppState {
     pub queue: Arc<Queue>,
     /// Where graphs run.
     pub workspace: Arc<Workspace>,
+    /// Each run's graph, events and node states (the native API's view).
+    pub runs: Arc<RunLogs>,
 }

@@ -74,6 +74,8 @@ impl Store {
     /// Forgets a finished run.
     pub fn remove_history(&self, id: &str) {
         let _ = fs::remove_file(Self::file(&self.history, id));
+        // The run's record for the native API (see `crate::runlog`).
+        let _ = fs::remove_file(Self::file(&self.history.with_file_name("runs"), id));
     }
 
     /// Everything persisted. A prompt found both queued and finished (a

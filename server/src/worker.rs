@@ -14,6 +14,7 @@ use crate::job::{HistoryEntry, Job, RunStatus};
 use crate::prepare::{prepare, Workspace};
 use crate::queue::Queue;
 use crate::reporter::{timestamp, Reporter};
+use crate::runlog::{graph_info, RunLogs};
 
 /// What a worker needs.
 #[derive(Clone)]
@@ -24,6 +25,8 @@ pub struct Runner {
     pub queue: Arc<Queue>,
     /// The folder graphs run in.
     pub workspace: Arc<Workspace>,
+    /// Where each run's events and node states are kept.
+    pub runs: Arc<RunLogs>,
 }
 
 impl Runner {
@@ -43,14 +46,21 @@ impl Runner {
     fn work(&self) {
         while let Some((job, cancel)) = self.queue.take() {
             let (entry, interrupted) = self.run(&job, cancel);
-            // The history is in place before the client hears the run ended
-            // (clients read it on `executing {node: null}`).
+            // The run's record, then its history, are in place before the
+            // client hears the run ended (clients read it on `executing {node: null}`).
+            let shut_down = interrupted && self.queue.stopping();
+            if !shut_down {
+                if let Err(e) = self.runs.save(&job.prompt_id) {
+                    eprintln!("flow serve: {e:#}");
+                }
+            }
             if let Err(e) = self.queue.record(&job.prompt_id, entry, interrupted) {
                 eprintln!("flow serve: {e:#}");
             }
             let hub = self.queue.hub();
             hub.send("executing", json!({ "node": null, "prompt_id": job.prompt_id }), job.client_id.as_deref());
             self.queue.release(&job.prompt_id);
+            self.runs.release(&job.prompt_id);
         }
     }
 
@@ -58,8 +68,12 @@ impl Runner {
     pub fn run(&self, job: &Job, cancel: CancelToken) -> (HistoryEntry, bool) {
         let prepared = match prepare(job, &self.workspace, self.engine.registry(), true) {
             Ok(p) => p,
-            Err(rejection) => return self.refused(job, rejection.message()),
+            Err(rejection) => {
+                self.runs.start(&job.prompt_id, Vec::new()).fail(&rejection.message(), false);
+                return self.refused(job, rejection.message());
+            }
         };
+        let log = self.runs.start(&job.prompt_id, graph_info(&prepared.graph));
         let reporter = Reporter::new(self.queue.hub().clone(), job, &prepared, Arc::clone(&self.workspace));
         let options = PlanOptions { only: Vec::new(), no_cache: false, probe_only: false };
         // Nodes the run does not need because what they feed is cached count
@@ -69,13 +83,21 @@ impl Runner {
             plan.nodes.iter().zip(&prepared.graph.nodes).filter(|(p, _)| p.is_none()).map(|(_, n)| n.id.clone());
         reporter.count_as_cached(unneeded.collect());
         let engine = Arc::clone(&self.engine);
-        let sink = reporter.sink();
+        let (to_client, to_log) = (reporter.sink(), log.sink());
+        let sink: flow_engine::EventSink = Arc::new(move |event: flow_engine::Event| {
+            to_log(event.clone());
+            to_client(event);
+        });
         let graph = Arc::clone(&prepared.graph);
         // A panic inside a run must not take the worker (and the queue) down.
         let ran =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || engine.run(graph, &options, sink, cancel)));
-        if ran.is_err() {
-            return self.refused(job, "the run stopped on an internal error".into());
+        match ran {
+            Ok(report) => log.collect_outputs(&self.workspace, Some(&report)),
+            Err(_) => {
+                log.fail("the run stopped on an internal error", false);
+                return self.refused(job, "the run stopped on an internal error".into());
+            }
         }
         reporter.entry(job)
     }

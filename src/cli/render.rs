@@ -12,11 +12,9 @@ use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 /// A sink that prints every event as one JSON line on stdout.
 pub fn json_sink() -> EventSink {
     Arc::new(|event: Event| {
-        if let Ok(line) = serde_json::to_string(&event) {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{line}");
-            let _ = out.flush();
-        }
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{}", event.to_json_line());
+        let _ = out.flush();
     })
 }
 
