@@ -23,6 +23,7 @@ pub mod runlog;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod web;
 pub mod worker;
 
 pub use config::ServerConfig;

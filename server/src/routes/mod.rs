@@ -57,5 +57,6 @@ pub fn router(state: AppState) -> Router {
         .nest("/api", routes)
         .layer(DefaultBodyLimit::max(state.config.max_body))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::require_token))
+        .merge(crate::web::routes())
         .with_state(state)
 }
