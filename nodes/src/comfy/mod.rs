@@ -1,13 +1,15 @@
 //! ComfyUI workflows in API format: the node classes flow runs
 //! ([`classes`]), validation with ComfyUI's error kinds, all errors at once
 //! ([`validate`], [`WorkflowErrors`]), and translation into a flow graph
-//! ([`translate_to_yaml`], [`load_workflow`]).
+//! ([`translate_to_yaml`], [`load_workflow`], and [`translate_workflow`] with
+//! the mapping back to the workflow's node ids).
 //!
 //! A workflow in API format is a JSON object `{ "<id>": { "class_type",
 //! "inputs": { name: literal | ["<source id>", <output index>] }, "_meta":
 //! { "title" } } }`; the `{"prompt": {...}}` body of ComfyUI's `POST /prompt`
 //! is accepted too.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use flow_engine::diagnostics::Diagnostics;
@@ -41,12 +43,39 @@ pub fn translate_to_yaml(json_text: &str, source_name: &str) -> Result<String, W
 /// [`translate_to_yaml`] for a purpose: [`Purpose::Run`] also hands the
 /// workflow to `image.save` for the PNG's `prompt` chunk.
 pub fn to_yaml(json_text: &str, source_name: &str, purpose: Purpose) -> Result<String, WorkflowErrors> {
+    Ok(translate_workflow(json_text, source_name, purpose)?.yaml)
+}
+
+/// A translated workflow: the flow graph, and how its nodes map back to the
+/// workflow's (what a server needs to report progress in the client's ids).
+#[derive(Clone, Debug)]
+pub struct Translation {
+    /// The flow graph as YAML (what [`to_yaml`] gives).
+    pub yaml: String,
+    /// Flow node → the ComfyUI node ids whose work it does, in order: one id
+    /// for most nodes; the positive and negative `CLIPTextEncode` (and any
+    /// `CLIPSetLastLayer` on their way) for a merged `sd.encode_prompt`.
+    /// Loaders become models and have no flow node.
+    pub origins: BTreeMap<String, Vec<String>>,
+    /// ComfyUI node id → its `class_type`.
+    pub classes: BTreeMap<String, String>,
+    /// The workflow's output nodes (SaveImage, PreviewImage, ...), in id order.
+    pub outputs: Vec<String>,
+}
+
+/// Validates a workflow and translates it for `purpose`, keeping the
+/// mapping between flow nodes and ComfyUI node ids.
+pub fn translate_workflow(json_text: &str, source_name: &str, purpose: Purpose) -> Result<Translation, WorkflowErrors> {
     let prompt = validate::check(json_text, source_name)?;
     let stem = Path::new(source_name)
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_else(|| "workflow".into());
-    Ok(translate::translate(&prompt, source_name, &stem, purpose)?.to_yaml())
+    let graph = translate::translate(&prompt, source_name, &stem, purpose)?;
+    let origins = graph.nodes.iter().map(|n| (n.name.clone(), n.origins.clone())).collect();
+    let classes = prompt.nodes.iter().map(|(id, n)| (id.clone(), n.class.name.to_string())).collect();
+    let outputs = prompt.ids().into_iter().filter(|id| prompt.nodes[*id].class.output_node).cloned().collect();
+    Ok(Translation { yaml: graph.to_yaml(), origins, classes, outputs })
 }
 
 /// Why a workflow could not become a graph.

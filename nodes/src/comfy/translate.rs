@@ -318,6 +318,33 @@ impl<'a> Translator<'a> {
         }
     }
 
+    /// The `CLIPSetLastLayer` nodes on a CLIP link, nearest first (folded into the encoders they feed).
+    fn clip_layers(&self, from: &str) -> Vec<&'a str> {
+        let mut out = Vec::new();
+        let mut at = from;
+        while let (Some((src, _)), "CLIPSetLastLayer") = (self.node(at).link("clip"), self.node(at).class.name) {
+            out.push(self.node(at).id.as_str());
+            at = src;
+        }
+        out
+    }
+
+    /// The `ConditioningCombine` nodes of a conditioning link, outermost first.
+    fn combiners(&self, from: &str, out: &mut Vec<String>) {
+        let n = self.node(from);
+        if n.class.name != "ConditioningCombine" {
+            return;
+        }
+        if !out.contains(&n.id) {
+            out.push(n.id.clone());
+        }
+        for input in ["conditioning_1", "conditioning_2"] {
+            if let Some((src, _)) = n.link(input) {
+                self.combiners(src, out);
+            }
+        }
+    }
+
     /// The model input for a VAE link: `model` (a checkpoint's VAE) or `vae` (a VAELoader's file).
     fn vae_inputs(&self, n: &Node) -> Vec<(&'static str, Arg)> {
         let Some((src, _)) = n.link("vae") else { return Vec::new() };
@@ -336,6 +363,7 @@ impl<'a> Translator<'a> {
             op,
             inputs,
             comment: format!("ComfyUI node {} ({}){title}", n.id, n.class.name),
+            origins: vec![n.id.clone()],
         });
     }
 
@@ -375,7 +403,13 @@ impl<'a> Translator<'a> {
             inputs.push(("clip_layer", Arg::Lit(Lit::Int(stop))));
         }
         let comment = format!("ComfyUI nodes {pos} (positive) and {neg} (negative), CLIPTextEncode");
-        self.nodes.push(FlowNode { name: name.clone(), op: "sd.encode_prompt", inputs, comment });
+        let mut origins = vec![pos.to_string()];
+        for id in [neg].into_iter().chain(self.clip_layers(pclip)).chain(self.clip_layers(nclip)) {
+            if !origins.iter().any(|o| o == id) {
+                origins.push(id.to_string());
+            }
+        }
+        self.nodes.push(FlowNode { name: name.clone(), op: "sd.encode_prompt", inputs, comment, origins });
         self.encoders.insert((pos.to_string(), neg.to_string()), name.clone());
         Some(name)
     }
@@ -411,9 +445,14 @@ impl<'a> Translator<'a> {
         }
         let root = if self.node(pos).class.name == "ConditioningCombine" { pos } else { neg };
         let root_node = self.node(root);
+        // The chain's last node stands for every ConditioningCombine of both links.
+        let mut combiners = Vec::new();
+        self.combiners(pos, &mut combiners);
+        self.combiners(neg, &mut combiners);
         let mut acc = encoded[0].clone();
         for (k, next) in encoded.iter().enumerate().skip(1) {
-            let name = if k + 1 == encoded.len() {
+            let last = k + 1 == encoded.len();
+            let name = if last {
                 self.claim(&format!("{}_cond", self.name[root]))
             } else {
                 self.claim(&format!("{}_part", self.name[root]))
@@ -424,6 +463,9 @@ impl<'a> Translator<'a> {
                 "sd.combine_cond",
                 vec![("a", Arg::Ref(acc)), ("b", Arg::Ref(next.clone()))],
             );
+            if let Some(node) = self.nodes.last_mut() {
+                node.origins = if last { std::mem::take(&mut combiners) } else { Vec::new() };
+            }
             acc = name;
         }
         self.combined.insert(pairs, acc.clone());
@@ -644,5 +686,68 @@ fn slug(title: &str) -> Option<String> {
         Some(format!("n{out}"))
     } else {
         Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use crate::comfy::{translate_workflow, Purpose};
+
+    fn origins(json: &str) -> BTreeMap<String, Vec<String>> {
+        translate_workflow(json, "w.json", Purpose::Run).unwrap().origins
+    }
+
+    #[test]
+    fn hires_fix_origins() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../graphs/comfy/hires_fix.json")).unwrap();
+        let t = translate_workflow(&text, "hires_fix.json", Purpose::Run).unwrap();
+        let mut by_id: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (node, ids) in &t.origins {
+            for id in ids {
+                by_id.entry(id.as_str()).or_default().push(node.as_str());
+            }
+        }
+        // Both samplers share one merged encoder, which stands for both prompts.
+        let encoders: Vec<&Vec<String>> = t.origins.values().filter(|ids| ids.len() > 1).collect();
+        assert_eq!(encoders, [&vec!["6".to_string(), "7".to_string()]], "{:?}", t.origins);
+        assert_eq!(by_id["6"], by_id["7"]);
+        for id in ["3", "5", "10", "11", "8", "9"] {
+            assert_eq!(by_id.get(id).map(Vec::len), Some(1), "node {id}: {:?}", t.origins);
+        }
+        assert!(!by_id.contains_key("4"), "the checkpoint loader is a model, not a node: {:?}", t.origins);
+        assert_eq!(t.origins.len(), 7, "{:?}", t.origins);
+        assert_eq!(t.outputs, ["9"]);
+        assert_eq!(t.classes["10"], "LatentUpscaleBy");
+    }
+
+    #[test]
+    fn combined_conditioning_and_clip_skip_origins() {
+        let json = r#"{
+          "1": { "class_type": "CheckpointLoaderSimple", "inputs": { "ckpt_name": "m.safetensors" } },
+          "2": { "class_type": "CLIPSetLastLayer", "inputs": { "clip": ["1", 1], "stop_at_clip_layer": -2 } },
+          "3": { "class_type": "CLIPTextEncode", "inputs": { "text": "snow", "clip": ["2", 0] } },
+          "4": { "class_type": "CLIPTextEncode", "inputs": { "text": "fox", "clip": ["2", 0] } },
+          "5": { "class_type": "CLIPTextEncode", "inputs": { "text": "owl", "clip": ["2", 0] } },
+          "6": { "class_type": "CLIPTextEncode", "inputs": { "text": "ugly", "clip": ["2", 0] } },
+          "7": { "class_type": "ConditioningCombine", "inputs": { "conditioning_1": ["3", 0], "conditioning_2": ["4", 0] } },
+          "8": { "class_type": "ConditioningCombine", "inputs": { "conditioning_1": ["7", 0], "conditioning_2": ["5", 0] } },
+          "9": { "class_type": "EmptyLatentImage", "inputs": { "width": 64, "height": 64, "batch_size": 1 } },
+          "10": { "class_type": "KSampler", "inputs": { "model": ["1", 0], "seed": 1, "steps": 2, "cfg": 5, "sampler_name": "euler",
+                  "scheduler": "normal", "positive": ["8", 0], "negative": ["6", 0], "latent_image": ["9", 0], "denoise": 1 } },
+          "11": { "class_type": "VAEDecode", "inputs": { "samples": ["10", 0], "vae": ["1", 2] } },
+          "12": { "class_type": "PreviewImage", "inputs": { "images": ["11", 0] } }
+        }"#;
+        let o = origins(json);
+        let lists: Vec<&Vec<String>> = o.values().collect();
+        for pos in ["3", "4", "5"] {
+            let want = vec![pos.to_string(), "6".to_string(), "2".to_string()];
+            assert!(lists.contains(&&want), "encoder of {pos}: {o:?}");
+        }
+        // The chain's last link stands for both combiners; the inner link for none.
+        assert!(lists.contains(&&vec!["8".to_string(), "7".to_string()]), "{o:?}");
+        assert_eq!(lists.iter().filter(|ids| ids.is_empty()).count(), 1, "{o:?}");
     }
 }

@@ -35,6 +35,9 @@ pub struct FlowNode {
     pub inputs: Vec<(&'static str, Arg)>,
     /// Where it came from (a YAML comment).
     pub comment: String,
+    /// The ComfyUI node ids whose work this node does, in order (empty for
+    /// the inner links of a combined conditioning chain).
+    pub origins: Vec<String>,
 }
 
 /// A flow graph, ready to be written.
