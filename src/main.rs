@@ -67,6 +67,13 @@ enum Command {
         /// Print one JSON event per line instead of progress bars and a table.
         #[arg(long)]
         json: bool,
+        /// Run on a running `flow serve` at this URL (e.g. http://127.0.0.1:8188)
+        /// instead of here; paths in the graph are the server's.
+        #[arg(long, value_name = "URL", conflicts_with = "no_cache")]
+        server: Option<String>,
+        /// The server's token (with --server).
+        #[arg(long, value_name = "T", requires = "server")]
+        token: Option<String>,
     },
     /// Run a graph, then re-run what changed on every save of the graph, its
     /// scripts and the files it reads, until Ctrl-C.
@@ -206,7 +213,10 @@ fn main() -> ExitCode {
     flow_engine::allocator::keep_freed_memory();
     let cli = Cli::parse();
     let code = match cli.command {
-        Command::Run { args, no_cache, json } => cli::run::run(&args, no_cache, json),
+        Command::Run { args, json, server: Some(url), token, .. } => {
+            cli::remote::run(&args, &cli::remote::Remote { url, token }, json)
+        }
+        Command::Run { args, no_cache, json, server: None, .. } => cli::run::run(&args, no_cache, json),
         Command::Watch { args, json, debounce, max_wait } => cli::watch::watch(
             &args,
             json,

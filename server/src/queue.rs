@@ -64,6 +64,28 @@ pub enum Refused {
     Stopping,
 }
 
+/// Where a run is.
+#[derive(Clone, Debug)]
+pub enum Phase {
+    /// Waiting in the queue.
+    Queued,
+    /// Taken by a worker (until its last message is sent).
+    Running,
+    /// In the history.
+    Finished(HistoryEntry),
+}
+
+/// A run as [`Queue::find`] and [`Queue::list`] see it.
+#[derive(Clone, Debug)]
+pub struct Listed {
+    /// The run's (prompt's) id.
+    pub id: String,
+    /// The job, while it is queued or running.
+    pub job: Option<Job>,
+    /// Where it is.
+    pub phase: Phase,
+}
+
 /// The queue, shared by the routes and the workers.
 pub struct Queue {
     inner: Mutex<Inner>,
@@ -242,6 +264,41 @@ impl Queue {
         }
         drop(inner);
         self.ready.notify_all();
+    }
+
+    /// One run by id: queued, running or finished.
+    pub fn find(&self, id: &str) -> Option<Listed> {
+        let inner = self.lock();
+        if let Some(r) = inner.running.get(id) {
+            return Some(Listed { id: id.to_string(), job: Some(r.job.clone()), phase: Phase::Running });
+        }
+        if let Some((j, _)) = inner.pending.iter().find(|(j, _)| j.prompt_id == id) {
+            return Some(Listed { id: id.to_string(), job: Some(j.clone()), phase: Phase::Queued });
+        }
+        let (_, entry) = inner.history_seq.get(id).and_then(|s| inner.history.get(s))?;
+        Some(Listed { id: id.to_string(), job: None, phase: Phase::Finished(entry.clone()) })
+    }
+
+    /// Every run, newest first: pending (last to run first), running, then
+    /// the history from its newest entry.
+    pub fn list(&self) -> Vec<Listed> {
+        let inner = self.lock();
+        let pending = inner.pending.iter().rev().map(|(j, _)| Listed {
+            id: j.prompt_id.clone(),
+            job: Some(j.clone()),
+            phase: Phase::Queued,
+        });
+        let running = inner.running.iter().map(|(id, r)| Listed {
+            id: id.clone(),
+            job: Some(r.job.clone()),
+            phase: Phase::Running,
+        });
+        let finished = inner.history.values().rev().map(|(id, e)| Listed {
+            id: id.clone(),
+            job: None,
+            phase: Phase::Finished(e.clone()),
+        });
+        pending.chain(running).chain(finished).collect()
     }
 
     /// Whether the server is shutting down.

@@ -11,12 +11,11 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use anyhow::{Context, Result};
-use flow_engine::graph::Graph;
 use flow_engine::events::NodeStatus;
+use flow_engine::graph::Graph;
 use flow_engine::run::RunReport;
 use flow_engine::{Event, EventSink, Value};
 use serde::{Deserialize, Serialize};
-use serde_json::Value as Json;
 use tokio::sync::watch;
 
 use crate::prepare::{file_ref, Workspace};
@@ -27,7 +26,7 @@ use crate::reporter::timestamp;
 pub const MAX_EVENTS: usize = 20_000;
 
 /// A node of a run's graph as the API shows it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct NodeInfo {
     /// Node id.
     pub id: String,
@@ -54,12 +53,12 @@ pub fn graph_info(graph: &Graph) -> Vec<NodeInfo> {
 }
 
 /// One node's state, folded from the run's events.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
 pub struct NodeState {
     /// `pending`, `cached`, `running`, `done`, `failed` or `skipped`.
     pub state: String,
-    /// `{done, total}` while it reports steps.
-    pub progress: Option<Json>,
+    /// `{done, total}` once it reports steps.
+    pub progress: Option<Progress>,
     /// How long it ran.
     pub time_ms: Option<f64>,
     /// Why it failed.
@@ -70,15 +69,50 @@ pub struct NodeState {
 
 impl NodeState {
     fn pending() -> Self {
-        NodeState { state: "pending".into(), progress: None, time_ms: None, error: None, why: None }
+        NodeState {
+            state: "pending".into(),
+            progress: None,
+            time_ms: None,
+            error: None,
+            why: None,
+        }
     }
+}
+
+/// Steps a node has done of its total.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct Progress {
+    /// Steps done.
+    pub done: u64,
+    /// Steps in all.
+    pub total: u64,
+}
+
+/// Something a run produced.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, utoipa::ToSchema)]
+pub struct RunOutput {
+    /// The node that produced it.
+    pub node: String,
+    /// `image`, `text` or `file`.
+    pub kind: String,
+    /// Files: the path, relative to the server's workspace (`output/...`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub path: Option<String>,
+    /// Files: a `/view?...` URL to fetch it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub url: Option<String>,
+    /// Text outputs: the text.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub text: Option<String>,
 }
 
 /// The state of every node after `events` (nodes of `graph` not mentioned stay pending).
 pub fn node_states(graph: &[NodeInfo], events: &[String]) -> BTreeMap<String, NodeState> {
     let mut states: BTreeMap<String, NodeState> = graph.iter().map(|n| (n.id.clone(), NodeState::pending())).collect();
     for line in events {
-        let Ok(event) = Event::from_json_line(line) else { continue };
+        let Ok(event) = Event::from_json_line(line) else {
+            continue;
+        };
         let node = match &event {
             Event::NodeCached { node, .. }
             | Event::NodeStarted { node, .. }
@@ -92,7 +126,7 @@ pub fn node_states(graph: &[NodeInfo], events: &[String]) -> BTreeMap<String, No
         match event {
             Event::NodeCached { .. } => s.state = "cached".into(),
             Event::NodeStarted { .. } => s.state = "running".into(),
-            Event::Progress { step, total, .. } => s.progress = Some(serde_json::json!({ "done": step, "total": total })),
+            Event::Progress { step, total, .. } => s.progress = Some(Progress { done: step, total }),
             Event::NodeFinished { status, ms, .. } => {
                 let cached = status == NodeStatus::Cached;
                 s.state = if cached { "cached" } else { "done" }.into();
@@ -122,8 +156,8 @@ pub struct Record {
     pub events: Vec<String>,
     /// Event lines dropped past [`MAX_EVENTS`].
     pub dropped: usize,
-    /// `[{node, kind, path, url?, text?}]`.
-    pub outputs: Vec<Json>,
+    /// What it produced.
+    pub outputs: Vec<RunOutput>,
     /// Why the run could not start, or failed as a whole.
     pub error: Option<String>,
     /// Milliseconds since the epoch.
@@ -143,7 +177,10 @@ pub struct RunLog {
 impl RunLog {
     fn new(record: Record) -> Arc<Self> {
         let n = record.events.len();
-        Arc::new(RunLog { record: Mutex::new(record), seen: watch::Sender::new(n) })
+        Arc::new(RunLog {
+            record: Mutex::new(record),
+            seen: watch::Sender::new(n),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Record> {
@@ -158,7 +195,10 @@ impl RunLog {
     /// Event lines from `from` on, and whether the run has finished.
     pub fn since(&self, from: usize) -> (Vec<String>, bool) {
         let r = self.lock();
-        (r.events.get(from..).map(<[String]>::to_vec).unwrap_or_default(), r.finished)
+        (
+            r.events.get(from..).map(<[String]>::to_vec).unwrap_or_default(),
+            r.finished,
+        )
     }
 
     /// A receiver that changes whenever a line is added.
@@ -169,7 +209,10 @@ impl RunLog {
     /// Appends an event.
     pub fn push(&self, event: &Event) {
         let mut r = self.lock();
-        let chatty = matches!(event, Event::Progress { .. } | Event::Token { .. } | Event::Message { .. });
+        let chatty = matches!(
+            event,
+            Event::Progress { .. } | Event::Token { .. } | Event::Message { .. }
+        );
         if chatty && r.events.len() >= MAX_EVENTS {
             r.dropped += 1;
             return;
@@ -203,7 +246,14 @@ impl RunLog {
         for (node, outs) in report.map(|r| r.outputs.as_slice()).unwrap_or_default() {
             for (_, value) in outs.iter() {
                 if let Value::Text(t) = value {
-                    outputs.push(serde_json::json!({ "node": node, "kind": "text", "text": t.as_ref() }));
+                    let text = Some(t.to_string());
+                    outputs.push(RunOutput {
+                        node: node.clone(),
+                        kind: "text".into(),
+                        path: None,
+                        url: None,
+                        text,
+                    });
                 }
             }
         }
@@ -215,23 +265,51 @@ impl RunLog {
     pub fn fail(&self, message: &str, interrupted: bool) {
         self.lock().error = Some(message.to_string());
         let t_ms = 0.0;
-        self.push(&Event::Warning { message: message.to_string(), t_ms });
+        self.push(&Event::Warning {
+            message: message.to_string(),
+            t_ms,
+        });
         let (ran, cached, failed, skipped) = (0, 0, 0, 0);
-        self.push(&Event::RunFinished { ok: false, interrupted, ran, cached, failed, skipped, ms: 0.0, t_ms });
+        self.push(&Event::RunFinished {
+            ok: false,
+            interrupted,
+            ran,
+            cached,
+            failed,
+            skipped,
+            ms: 0.0,
+            t_ms,
+        });
     }
 }
 
 /// A file a run wrote, with its `/view` URL when it is in the output or temp folder.
-fn file_output(ws: &Workspace, node: &str, path: &Path) -> Json {
-    let is_image =
-        path.extension().is_some_and(|e| ["png", "jpg", "jpeg", "webp"].iter().any(|x| e.eq_ignore_ascii_case(x)));
-    let shown = path.strip_prefix(ws.root()).unwrap_or(path).to_string_lossy().into_owned();
-    let mut out = serde_json::json!({ "node": node, "kind": if is_image { "image" } else { "file" }, "path": shown });
-    if let Some(r) = file_ref(ws, path) {
+fn file_output(ws: &Workspace, node: &str, path: &Path) -> RunOutput {
+    let is_image = path
+        .extension()
+        .is_some_and(|e| ["png", "jpg", "jpeg", "webp"].iter().any(|x| e.eq_ignore_ascii_case(x)));
+    let shown = path
+        .strip_prefix(ws.root())
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned();
+    let url = file_ref(ws, path).map(|r| {
         let q = |k: &str| percent_encode(r[k].as_str().unwrap_or_default());
-        out["url"] = format!("/view?filename={}&subfolder={}&type={}", q("filename"), q("subfolder"), q("type")).into();
+        format!(
+            "/view?filename={}&subfolder={}&type={}",
+            q("filename"),
+            q("subfolder"),
+            q("type")
+        )
+    });
+    let kind = if is_image { "image" } else { "file" }.into();
+    RunOutput {
+        node: node.to_string(),
+        kind,
+        path: Some(shown),
+        url,
+        text: None,
     }
-    out
 }
 
 /// `s` with everything but unreserved URL characters percent-encoded.
@@ -258,7 +336,10 @@ impl RunLogs {
     pub fn open(state_dir: &Path) -> Result<Self> {
         let dir = state_dir.join("runs");
         fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
-        Ok(RunLogs { dir, live: Mutex::default() })
+        Ok(RunLogs {
+            dir,
+            live: Mutex::default(),
+        })
     }
 
     fn live(&self) -> MutexGuard<'_, HashMap<String, Arc<RunLog>>> {
@@ -272,7 +353,11 @@ impl RunLogs {
     /// The live log of run `id`, made empty if it has none yet (a
     /// subscriber waiting for a queued run gets the log the run fills).
     pub fn live_log(&self, id: &str) -> Arc<RunLog> {
-        Arc::clone(self.live().entry(id.to_string()).or_insert_with(|| RunLog::new(Record::default())))
+        Arc::clone(
+            self.live()
+                .entry(id.to_string())
+                .or_insert_with(|| RunLog::new(Record::default())),
+        )
     }
 
     /// The live log of run `id`, if it has one.
@@ -326,7 +411,12 @@ mod tests {
     use super::*;
 
     fn info(id: &str) -> NodeInfo {
-        NodeInfo { id: id.into(), op: "text.join".into(), inputs_from: vec![], output: false }
+        NodeInfo {
+            id: id.into(),
+            op: "text.join".into(),
+            inputs_from: vec![],
+            output: false,
+        }
     }
 
     #[test]
@@ -338,8 +428,17 @@ mod tests {
         assert!(Arc::ptr_eq(&waiting, &log));
         let rx = log.watch();
         let t_ms = 1.0;
-        log.push(&Event::RunStarted { graph: "g".into(), nodes: 4, to_run: 3, t_ms });
-        log.push(&Event::NodeCached { node: "a".into(), op: "text.join".into(), t_ms });
+        log.push(&Event::RunStarted {
+            graph: "g".into(),
+            nodes: 4,
+            to_run: 3,
+            t_ms,
+        });
+        log.push(&Event::NodeCached {
+            node: "a".into(),
+            op: "text.join".into(),
+            t_ms,
+        });
         log.push(&Event::NodeStarted {
             node: "b".into(),
             op: "text.join".into(),
@@ -347,10 +446,15 @@ mod tests {
             reason: "new".into(),
             t_ms,
         });
-        log.push(&Event::Progress { node: "b".into(), step: 2, total: 5, t_ms });
+        log.push(&Event::Progress {
+            node: "b".into(),
+            step: 2,
+            total: 5,
+            t_ms,
+        });
         let mid = node_states(&log.record().graph, &log.record().events);
         assert_eq!(mid["b"].state, "running");
-        assert_eq!(mid["b"].progress, Some(serde_json::json!({"done": 2, "total": 5})));
+        assert_eq!(mid["b"].progress, Some(Progress { done: 2, total: 5 }));
         assert_eq!(mid["d"].state, "pending");
         log.push(&Event::NodeFinished {
             node: "b".into(),
@@ -359,8 +463,19 @@ mod tests {
             ms: 12.5,
             t_ms,
         });
-        log.push(&Event::NodeFailed { node: "c".into(), op: "x".into(), error: "boom".into(), ms: 1.0, t_ms });
-        log.push(&Event::NodeSkipped { node: "d".into(), op: "x".into(), cause: "input c failed".into(), t_ms });
+        log.push(&Event::NodeFailed {
+            node: "c".into(),
+            op: "x".into(),
+            error: "boom".into(),
+            ms: 1.0,
+            t_ms,
+        });
+        log.push(&Event::NodeSkipped {
+            node: "d".into(),
+            op: "x".into(),
+            cause: "input c failed".into(),
+            t_ms,
+        });
         assert_eq!(*rx.borrow(), 7);
         assert!(!log.since(0).1);
         log.fail("stopped", false);
@@ -373,8 +488,14 @@ mod tests {
         let s = node_states(&back.graph, &back.events);
         assert_eq!((s["a"].state.as_str(), s["b"].state.as_str()), ("cached", "done"));
         assert_eq!(s["b"].time_ms, Some(12.5));
-        assert_eq!((s["c"].state.as_str(), s["c"].error.as_deref()), ("failed", Some("boom")));
-        assert_eq!((s["d"].state.as_str(), s["d"].why.as_deref()), ("skipped", Some("input c failed")));
+        assert_eq!(
+            (s["c"].state.as_str(), s["c"].error.as_deref()),
+            ("failed", Some("boom"))
+        );
+        assert_eq!(
+            (s["d"].state.as_str(), s["d"].why.as_deref()),
+            ("skipped", Some("input c failed"))
+        );
         assert_eq!(back.error.as_deref(), Some("stopped"));
         logs.remove("r");
         assert!(logs.record("r").is_none());
@@ -384,9 +505,17 @@ mod tests {
     fn chatty_events_are_dropped_past_the_bound() {
         let log = RunLog::new(Record::default());
         for step in 0..(MAX_EVENTS as u64 + 10) {
-            log.push(&Event::Progress { node: "n".into(), step, total: 1, t_ms: 0.0 });
+            log.push(&Event::Progress {
+                node: "n".into(),
+                step,
+                total: 1,
+                t_ms: 0.0,
+            });
         }
-        log.push(&Event::Warning { message: "kept".into(), t_ms: 0.0 });
+        log.push(&Event::Warning {
+            message: "kept".into(),
+            t_ms: 0.0,
+        });
         let r = log.record();
         assert_eq!((r.events.len(), r.dropped), (MAX_EVENTS + 1, 10));
     }

@@ -9,6 +9,7 @@ pub mod import;
 pub mod import_png;
 pub mod inspect;
 pub mod models;
+pub mod remote;
 pub mod render;
 pub mod run;
 pub mod serve;

@@ -5,6 +5,7 @@ mod files;
 mod info;
 mod prompt;
 mod queue;
+mod v1;
 mod ws;
 
 use axum::extract::DefaultBodyLimit;
@@ -55,6 +56,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(routes.clone())
         .nest("/api", routes)
+        .merge(v1::routes())
         .layer(DefaultBodyLimit::max(state.config.max_body))
         .layer(axum::middleware::from_fn_with_state(state.clone(), crate::auth::require_token))
         .merge(crate::web::routes())
