@@ -145,3 +145,24 @@ pub type EventSink = Arc<dyn Fn(Event) + Send + Sync>;
 pub fn null_sink() -> EventSink {
     Arc::new(|_| {})
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_read_back_to_the_same_lines() {
+        let events = [
+            Event::RunStarted { graph: "g".into(), nodes: 2, to_run: 1, t_ms: 0.5 },
+            Event::NodeFinished { node: "a".into(), op: "text.join".into(), status: NodeStatus::Cached, ms: 1.25, t_ms: 2.0 },
+            Event::Output { node: "a".into(), path: "out/x.png".into(), size: 3, blake3: "ab".into(), t_ms: 2.5 },
+            Event::RunFinished { ok: true, interrupted: false, ran: 1, cached: 1, failed: 0, skipped: 0, ms: 3.0, t_ms: 3.0 },
+        ];
+        for event in events {
+            let line = event.to_json_line();
+            assert!(line.starts_with(&format!("{{\"event\":\"{}\"", event.name())), "{line}");
+            assert_eq!(Event::from_json_line(&line).unwrap().to_json_line(), line);
+        }
+        assert!(Event::from_json_line("{\"event\":\"nope\"}").is_err());
+    }
+}

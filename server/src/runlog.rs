@@ -172,6 +172,8 @@ pub struct Record {
 pub struct RunLog {
     record: Mutex<Record>,
     seen: watch::Sender<usize>,
+    /// The engine's `run_finished`, held until the run's outputs are recorded.
+    held: Mutex<Option<Event>>,
 }
 
 impl RunLog {
@@ -180,6 +182,7 @@ impl RunLog {
         Arc::new(RunLog {
             record: Mutex::new(record),
             seen: watch::Sender::new(n),
+            held: Mutex::default(),
         })
     }
 
@@ -227,15 +230,26 @@ impl RunLog {
         self.seen.send_replace(n);
     }
 
-    /// The sink that records the run's events.
+    /// The sink that records the run's events; `run_finished` waits for [`RunLog::finish`].
     pub fn sink(self: &Arc<Self>) -> EventSink {
         let me = Arc::clone(self);
-        Arc::new(move |event| me.push(&event))
+        Arc::new(move |event| match event {
+            Event::RunFinished { .. } => *me.held.lock().unwrap_or_else(PoisonError::into_inner) = Some(event),
+            other => me.push(&other),
+        })
     }
 
     /// Records the run's files (from its `output` events) and the text
-    /// outputs of its target nodes.
-    pub fn collect_outputs(&self, ws: &Workspace, report: Option<&RunReport>) {
+    /// outputs of its target nodes, then its `run_finished`: whoever sees
+    /// the run finished sees its outputs.
+    pub fn finish(&self, ws: &Workspace, report: &RunReport) {
+        self.collect_outputs(ws, report);
+        if let Some(event) = self.held.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            self.push(&event);
+        }
+    }
+
+    fn collect_outputs(&self, ws: &Workspace, report: &RunReport) {
         let mut r = self.lock();
         let mut outputs = Vec::new();
         for line in &r.events {
@@ -243,7 +257,7 @@ impl RunLog {
                 outputs.push(file_output(ws, &node, Path::new(&path)));
             }
         }
-        for (node, outs) in report.map(|r| r.outputs.as_slice()).unwrap_or_default() {
+        for (node, outs) in &report.outputs {
             for (_, value) in outs.iter() {
                 if let Value::Text(t) = value {
                     let text = Some(t.to_string());

@@ -93,7 +93,7 @@ impl Runner {
         let ran =
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || engine.run(graph, &options, sink, cancel)));
         match ran {
-            Ok(report) => log.collect_outputs(&self.workspace, Some(&report)),
+            Ok(report) => log.finish(&self.workspace, &report),
             Err(_) => {
                 log.fail("the run stopped on an internal error", false);
                 return self.refused(job, "the run stopped on an internal error".into());

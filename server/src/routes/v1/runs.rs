@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use flow_engine::diagnostics::Diagnostics;
 use flow_engine::graph::{self, Override};
+use flow_engine::Event;
 use serde_json::{json, Map, Value as Json};
 
 use super::types::*;
@@ -206,13 +207,34 @@ fn invalid(error: &str, message: String) -> Response {
     reply(StatusCode::BAD_REQUEST, &body)
 }
 
-/// The state word of a run.
-fn state_of(phase: &Phase) -> &'static str {
+/// The state word of a run. A running run whose log holds `run_finished`
+/// (its history entry is being written) already shows how it ended.
+fn state_of(phase: &Phase, record: Option<&Record>) -> &'static str {
     match phase {
         Phase::Queued => "queued",
-        Phase::Running => "running",
+        Phase::Running => record.and_then(ended_state).unwrap_or("running"),
         Phase::Finished(e) => finished_state(e),
     }
+}
+
+/// How a run ended according to its `run_finished` event.
+fn ended_state(record: &Record) -> Option<&'static str> {
+    if !record.finished {
+        return None;
+    }
+    let last = record
+        .events
+        .iter()
+        .rev()
+        .find_map(|l| match Event::from_json_line(l) {
+            Ok(Event::RunFinished { ok, interrupted, .. }) => Some((ok, interrupted)),
+            _ => None,
+        })?;
+    Some(match last {
+        (_, true) => "interrupted",
+        (true, false) => "succeeded",
+        (false, false) => "failed",
+    })
 }
 
 fn finished_state(e: &HistoryEntry) -> &'static str {
@@ -253,13 +275,17 @@ pub async fn list(State(state): State<AppState>) -> Response {
         .into_iter()
         .map(|l| {
             let (number, extra) = item_of(&l);
-            let (started_at, finished_at) = match &l.phase {
-                Phase::Finished(e) => times_of(e),
-                Phase::Running => (state.runs.get_live(&l.id).and_then(|g| g.record().started_at), None),
-                Phase::Queued => (None, None),
+            let live = match &l.phase {
+                Phase::Running => state.runs.get_live(&l.id).map(|g| g.record()),
+                _ => None,
+            };
+            let (started_at, finished_at) = match (&l.phase, &live) {
+                (Phase::Finished(e), _) => times_of(e),
+                (_, Some(r)) => (r.started_at, r.finished_at),
+                _ => (None, None),
             };
             RunSummary {
-                state: state_of(&l.phase).into(),
+                state: state_of(&l.phase, live.as_ref()).into(),
                 number,
                 name: name_of(&extra),
                 submitted_at: extra[META]["submitted_at"].as_u64(),
@@ -295,11 +321,12 @@ pub async fn get(State(state): State<AppState>, Path(id): Path<String>) -> Respo
     let (_, extra) = item_of(&listed);
     let nodes = node_states(&record.graph, &record.events);
     let error = record.error.clone().or_else(|| first_failure(&nodes));
+    let state_word = state_of(&listed.phase, Some(&record));
     let Record { graph, outputs, .. } = record;
     let body = RunDetail {
         run_id: id,
         name: name_of(&extra),
-        state: state_of(&listed.phase).into(),
+        state: state_word.into(),
         graph: GraphView { nodes: graph },
         nodes,
         outputs,
