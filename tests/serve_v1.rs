@@ -523,3 +523,44 @@ fn flow_run_server_renders_like_a_local_run() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[cfg(unix)]
+#[test]
+fn ctrl_c_cancels_the_remote_run() {
+    let dir = sandbox();
+    let server = Server::start(dir.path(), &[]);
+    let work = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(root().join("graphs/comfy/default_txt2img.json")).unwrap();
+    let mut wf: Value = serde_json::from_str(&text).unwrap();
+    wf["3"]["inputs"]["steps"] = json!(10_000);
+    std::fs::write(work.path().join("slow.json"), wf.to_string()).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flow"))
+        .args(["run", "--server", &server.url(), "slow.json", "--json"])
+        .current_dir(work.path())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("\"event\":\"progress\"") {
+        line.clear();
+        assert!(
+            out.read_line(&mut line).unwrap() > 0,
+            "the run ended before it made progress"
+        );
+    }
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let rest: Vec<String> = out.lines().map(Result::unwrap).collect();
+    assert_eq!(child.wait().unwrap().code(), Some(130));
+    let last: Value = serde_json::from_str(rest.last().unwrap()).unwrap();
+    assert_eq!(
+        (last["event"].as_str(), &last["interrupted"]),
+        (Some("run_finished"), &json!(true))
+    );
+    let (_, list) = server.get("/v1/runs");
+    assert_eq!(list["runs"][0]["state"], "interrupted", "{list}");
+}
