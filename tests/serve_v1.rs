@@ -220,6 +220,15 @@ fn trace(events: &[Value]) -> Vec<(String, String)> {
 /// writing `output/WHO.txt` and printing it.
 const CHAIN: &str = "flow: 1\nparams: {who: x}\nnodes:\n  t:\n    op: text.template\n    in: {template: \"hi ${who}\"}\n  j:\n    op: text.join\n    in: {items: [$t, done]}\n  w:\n    op: file.write_text\n    in: {path: \"output/${who}.txt\", text: $j}\n  p:\n    op: debug.print\n    in: {value: $w}\n";
 
+/// The node column of a summary table.
+fn table_nodes(stdout: &[u8]) -> Vec<String> {
+    let text = String::from_utf8_lossy(stdout);
+    let rows = text.lines().skip_while(|l| !l.starts_with("node ")).skip(1);
+    rows.take_while(|l| !l.starts_with("wrote ") && !l.starts_with("done in"))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect()
+}
+
 /// `flow run` in `dir` with the arguments; its output.
 fn flow(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_flow"))
@@ -490,6 +499,16 @@ fn flow_run_server_renders_like_a_local_run() {
         std::fs::read_to_string(dir.path().join("output/cli.txt")).unwrap(),
         "hi clidone"
     );
+
+    // A branching graph lists its nodes in the same order as a local run.
+    let branches = CHAIN.replace("items: [$t, done]", "items: [$t, $u]")
+        + "  u:\n    op: text.template\n    in: {template: \"bye ${who}\"}\n";
+    std::fs::write(work.path().join("branches.yaml"), &branches).unwrap();
+    std::fs::create_dir(work.path().join("output")).unwrap();
+    let local = flow(work.path(), &["run", "branches.yaml", "--cache-dir", "cache"]);
+    let out = run(&["branches.yaml"]);
+    assert_eq!(table_nodes(&out.stdout), table_nodes(&local.stdout));
+    assert_eq!(table_nodes(&out.stdout).len(), 5);
 
     let out = run(&["chain.yaml", "--set", "who=json", "--json"]);
     assert_eq!(out.status.code(), Some(0));

@@ -38,11 +38,12 @@ pub struct NodeInfo {
     pub output: bool,
 }
 
-/// The nodes of `graph`, in file order.
+/// The nodes of `graph` in its topological order (the order of `flow run`'s summary).
 pub fn graph_info(graph: &Graph) -> Vec<NodeInfo> {
     graph
-        .nodes
+        .order
         .iter()
+        .map(|&i| &graph.nodes[i])
         .map(|n| NodeInfo {
             id: n.id.clone(),
             op: n.op.spec().name.clone(),

@@ -249,23 +249,29 @@ fn report_of(events: &[Event], remote: &Remote, run_id: &str) -> Option<RunRepor
         }
     }
     let elapsed = elapsed?;
-    for (node_id, path) in server_files(remote, run_id) {
+    let detail = run_detail(remote, run_id);
+    let outputs = detail["outputs"].as_array().into_iter().flatten();
+    for (node_id, path) in outputs.filter_map(|o| Some((o["node"].as_str()?, o["path"].as_str()?))) {
         if let Some(n) = nodes.iter_mut().find(|n| n.id == node_id) {
-            n.files.push(path);
+            n.files.push(PathBuf::from(path));
         }
     }
+    // In the graph's order, as a local run lists them.
+    let order: Vec<&str> = detail["graph"]["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|n| n["id"].as_str())
+        .collect();
+    nodes.sort_by_key(|n| order.iter().position(|id| *id == n.id).unwrap_or(usize::MAX));
     Some(RunReport::new(nodes, Vec::new(), interrupted, elapsed))
 }
 
-/// The files of the finished run as the server names them.
-fn server_files(remote: &Remote, run_id: &str) -> Vec<(String, PathBuf)> {
-    let Ok(answer) = remote.request("GET", &format!("/v1/runs/{run_id}")).call() else {
-        return Vec::new();
-    };
-    let detail: Value = answer.into_json().unwrap_or_default();
-    let outputs = detail["outputs"].as_array().cloned().unwrap_or_default();
-    outputs
-        .iter()
-        .filter_map(|o| Some((o["node"].as_str()?.to_string(), PathBuf::from(o["path"].as_str()?))))
-        .collect()
+/// `GET /v1/runs/{id}` (null when it cannot be read: the summary then
+/// lists no files).
+fn run_detail(remote: &Remote, run_id: &str) -> Value {
+    match remote.request("GET", &format!("/v1/runs/{run_id}")).call() {
+        Ok(answer) => answer.into_json().unwrap_or_default(),
+        Err(_) => Value::Null,
+    }
 }

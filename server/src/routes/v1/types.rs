@@ -101,7 +101,7 @@ pub struct RunList {
 /// A run's graph.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct GraphView {
-    /// Its nodes, in file order.
+    /// Its nodes, upstream before downstream (the order `flow run` lists them).
     pub nodes: Vec<NodeInfo>,
 }
 
