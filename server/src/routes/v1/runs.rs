@@ -35,7 +35,7 @@ pub async fn submit(State(state): State<AppState>, body: Bytes) -> Response {
         Err(e) => return invalid("invalid_request", format!("bad request body: {e}")),
     };
     let prompt = match serde_json::from_str::<Json>(&request.graph) {
-        Ok(Json::Object(o)) if kind_of(&Json::Object(o.clone())) == Kind::Comfy => Json::Object(o),
+        Ok(workflow) if workflow.is_object() && kind_of(&workflow) == Kind::Comfy => workflow,
         _ => Json::String(request.graph.clone()),
     };
     if kind_of(&prompt) == Kind::Comfy && !request.params.is_empty() {
