@@ -194,7 +194,7 @@ function onEvent(e) {
     case "node_failed": applyNodeState(e.node, { state: "failed", error: e.error, time_ms: e.ms }); break;
     case "node_skipped": applyNodeState(e.node, { state: "skipped", why: e.cause }); break;
     case "output": scheduleRefetch(150); break;
-    case "run_finished": scheduleRefetch(0); break;
+    case "run_finished": scheduleRefetch(0); refreshRuns(); break;
     default: break;
   }
 }

@@ -23,8 +23,14 @@ pub fn routes<S: Clone + Send + Sync + 'static>() -> Router<S> {
     Router::new()
         .route("/", get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }))
         .route("/ui/", get(|| async { asset(INDEX_HTML, "text/html; charset=utf-8") }))
-        .route("/ui/app.js", get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }))
-        .route("/ui/app.css", get(|| async { asset(APP_CSS, "text/css; charset=utf-8") }))
+        .route(
+            "/ui/app.js",
+            get(|| async { asset(APP_JS, "text/javascript; charset=utf-8") }),
+        )
+        .route(
+            "/ui/app.css",
+            get(|| async { asset(APP_CSS, "text/css; charset=utf-8") }),
+        )
 }
 
 /// One embedded file, with a policy that keeps the page to its own origin.
@@ -52,7 +58,10 @@ mod tests {
         assert!(INDEX_HTML.contains("src=\"/ui/app.js\"") && INDEX_HTML.contains("href=\"/ui/app.css\""));
         for text in [INDEX_HTML, APP_JS, APP_CSS] {
             let text = text.replace("\"http://www.w3.org/2000/svg\"", "");
-            assert!(!text.contains("http://") && !text.contains("https://"), "the page must work offline");
+            assert!(
+                !text.contains("http://") && !text.contains("https://"),
+                "the page must work offline"
+            );
         }
     }
 }
