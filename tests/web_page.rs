@@ -570,3 +570,70 @@ fn txt2img_submitted_watched_to_the_image_and_a_long_run_cancelled() {
     );
     assert_eq!(first, json!(["interrupted", "succeeded"]));
 }
+
+#[test]
+fn dropped_file_invalid_graph_and_failed_node_shown() {
+    let Some(chromedriver) = chromedriver() else { return };
+    let dir = sandbox();
+    let server = Server::start(dir.path());
+    let browser = Browser::start(&chromedriver);
+    browser.open(&format!("http://{}/?token={TOKEN}", server.addr));
+    // A dropped file fills the graph box, its params and the run's name.
+    browser.js(
+        "const t = new DataTransfer(); t.items.add(new File([arguments[0]], 'dropped.yaml'));\
+         document.getElementById('graph-text').dispatchEvent(new DragEvent('drop', { dataTransfer: t, bubbles: true }));",
+        json!([TXT2IMG]),
+    );
+    let dropped = browser.wait_for(
+        "the dropped file read",
+        "return document.getElementById('run-name').value === 'dropped.yaml' && \
+           document.getElementById('graph-text').value.startsWith('flow: 1') && \
+           document.getElementById('param-steps').value;",
+        Duration::from_secs(10),
+    );
+    assert_eq!(dropped, "3");
+    // An invalid graph: the server's diagnostics, as the CLI renders them.
+    browser.paste_graph("flow: 1\nnodes:\n  a:\n    op: text.nope\n");
+    browser.click("#submit-button");
+    let error = browser.wait_for(
+        "the diagnostics",
+        "const e = document.getElementById('submit-error'); return !e.hidden && e.textContent;",
+        Duration::from_secs(20),
+    );
+    assert!(error.as_str().unwrap().contains("text.nope"), "{error}");
+    // A run whose sampler fails: the node shows the error, what depends on it is skipped.
+    browser.paste_graph(TXT2IMG);
+    browser.type_into("#param-steps", "5000");
+    browser.type_into("#run-name", "too many steps");
+    browser.click("#submit-button");
+    let states = browser.wait_for(
+        "the failed run",
+        "return document.getElementById('run').dataset.state === 'failed' && \
+           [...document.querySelectorAll('#graph [data-node]')].map(g => g.dataset.node + '=' + g.dataset.state).sort();",
+        Duration::from_secs(120),
+    );
+    assert_eq!(
+        states,
+        json!([
+            "cond=done",
+            "image=skipped",
+            "noise=done",
+            "sample=failed",
+            "save=skipped"
+        ])
+    );
+    let shown = browser.js(
+        "return [document.querySelector('#graph [data-node=\"sample\"] title').textContent, \
+                 document.getElementById('run-error').hidden, document.getElementById('submit-error').hidden];",
+        json!([]),
+    );
+    assert!(
+        shown[0].as_str().unwrap().starts_with("sample: failed: ") && shown[0].as_str().unwrap().contains("5000"),
+        "{shown}"
+    );
+    assert_eq!(
+        (shown[1].clone(), shown[2].clone()),
+        (json!(false), json!(true)),
+        "{shown}"
+    );
+}
