@@ -8,9 +8,10 @@ use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+#[path = "common/comfy_sandbox.rs"]
+mod comfy_sandbox;
+
+use comfy_sandbox::{root, sandbox};
 
 /// The client's package, pinned so the test means the same thing tomorrow.
 const PACKAGE: &str = "comfy-api-simplified==1.6.0";
@@ -65,14 +66,7 @@ for name, data in images.items():
 #[test]
 fn comfy_api_simplified_gets_the_png_of_the_default_workflow() {
     let python = client_python();
-    let dir = tempfile::tempdir().unwrap();
-    let ckpt = dir.path().join("models/checkpoints");
-    std::fs::create_dir_all(&ckpt).unwrap();
-    std::fs::copy(
-        root().join("tests/fixtures/tiny-sd15-single/tiny-sd15-s1.safetensors"),
-        ckpt.join("tiny-sd15-s1.safetensors"),
-    )
-    .unwrap();
+    let dir = sandbox();
     let mut server = Command::new(env!("CARGO_BIN_EXE_flow"))
         .args([
             "serve",

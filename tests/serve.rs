@@ -3,29 +3,17 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tungstenite::{Message, WebSocket};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+#[path = "common/comfy_sandbox.rs"]
+mod comfy_sandbox;
 
-/// A sandbox with a ComfyUI-layout models folder holding the tiny checkpoint.
-fn sandbox() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let ckpt = dir.path().join("models/checkpoints");
-    std::fs::create_dir_all(&ckpt).unwrap();
-    std::fs::copy(
-        root().join("tests/fixtures/tiny-sd15-single/tiny-sd15-s1.safetensors"),
-        ckpt.join("tiny-sd15-s1.safetensors"),
-    )
-    .unwrap();
-    dir
-}
+use comfy_sandbox::{root, sandbox};
 
 /// A running `flow serve`; it is also a client of itself.
 struct Server {

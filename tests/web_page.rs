@@ -19,22 +19,10 @@ const TOKEN: &str = "web-page-token";
 /// The key WebDriver names element references by.
 const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+#[path = "common/comfy_sandbox.rs"]
+mod comfy_sandbox;
 
-/// A sandbox with a ComfyUI-layout models folder holding the tiny checkpoint.
-fn sandbox() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let ckpt = dir.path().join("models/checkpoints");
-    std::fs::create_dir_all(&ckpt).unwrap();
-    std::fs::copy(
-        root().join("tests/fixtures/tiny-sd15-single/tiny-sd15-s1.safetensors"),
-        ckpt.join("tiny-sd15-s1.safetensors"),
-    )
-    .unwrap();
-    dir
-}
+use comfy_sandbox::{root, sandbox};
 
 /// A running `flow serve` that wants [`TOKEN`]; killed on drop.
 struct Server {
