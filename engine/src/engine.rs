@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 
-use crate::cache::{Cache, DiskTier, Tier};
+use crate::cache::{Cache, DiskTier, SharedTier, Tier};
 use crate::context::{CancelToken, Provenance};
 use crate::events::{Event, EventSink, NodeStatus};
 use crate::files::WriteGuard;
@@ -97,6 +97,22 @@ impl Engine {
         })
     }
 
+    /// The same engine with `tier` as the third tier of its cache, behind
+    /// memory and disk (DESIGN.md §12): lookups that miss locally ask it,
+    /// and every node's outputs are written to it in the background as the
+    /// node finishes ([`Engine::run`] waits for those writes before it
+    /// returns). Call it before running anything: cached values held in
+    /// memory may be dropped.
+    pub fn with_shared_cache(mut self, tier: Arc<dyn SharedTier>) -> Self {
+        self.cache = match Arc::try_unwrap(self.cache) {
+            Ok(cache) => Arc::new(cache.with_shared(tier)),
+            // Still held by a run's leftover task: start a fresh memory tier
+            // over the same disk tier rather than wait for it.
+            Err(cache) => Arc::new(cache.sibling_with_shared(tier)),
+        };
+        self
+    }
+
     /// The ops this engine knows.
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -168,9 +184,11 @@ impl Engine {
             guard: Arc::new(WriteGuard::new(Path::new(&graph.file), &watched_paths(&graph))),
         };
         let mut warnings = plan.warnings.clone();
+        // Entries fetched from the shared tier are written to disk too.
+        let fetched = plan.nodes.iter().flatten().any(|p| matches!(p.decision, Decision::Cached(Tier::Shared)));
         let mut report = self.runtime.block_on(execute(Arc::clone(&graph), plan, &exec));
         let mut flushed = self.cache.flush();
-        if report.count(NodeStatus::Ran) > 0 {
+        if report.count(NodeStatus::Ran) > 0 || fetched {
             if let Some(Err(e)) = self.cache.disk().map(DiskTier::enforce_budget) {
                 flushed.push(format!("cannot keep the disk cache within its budget: {e}"));
             }
@@ -205,6 +223,7 @@ pub fn tier_name(tier: Tier) -> &'static str {
     match tier {
         Tier::Memory => "memory",
         Tier::Disk => "disk",
+        Tier::Shared => "shared",
     }
 }
 
@@ -215,5 +234,173 @@ pub fn decision_text(decision: &Decision) -> String {
         Decision::Run(reason) => reason.clone(),
         Decision::Fail(error) => format!("cannot run: {error}"),
         Decision::Skip(cause) => format!("skipped: {cause}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use super::*;
+    use crate::cache::tests::MapTier;
+    use crate::events::Event;
+    use crate::op::{Cost, Inputs, Op, OpSpec, Outputs, PortSpec};
+    use crate::run::{NoModels, PlanOptions};
+    use crate::types::ValueType;
+    use crate::value::Value;
+    use crate::OpContext;
+
+    /// `out = n + add`, counting its runs. With `wait_for`, it first waits
+    /// until that shared tier holds an entry (its upstream's).
+    struct Count {
+        spec: OpSpec,
+        runs: Arc<AtomicUsize>,
+        wait_for: Option<Arc<MapTier>>,
+    }
+
+    impl Count {
+        fn new(name: &str, runs: &Arc<AtomicUsize>, wait_for: Option<Arc<MapTier>>) -> Count {
+            let spec = OpSpec {
+                name: name.into(),
+                version: 1,
+                doc: "adds".into(),
+                inputs: vec![
+                    PortSpec::new("n", ValueType::Int, "a number"),
+                    PortSpec::with_default("add", ValueType::Int, 0i64, "added"),
+                ],
+                outputs: vec![PortSpec::new("out", ValueType::Int, "the sum")],
+                output: false,
+                cost: Cost::Heavy,
+            };
+            Count { spec, runs: Arc::clone(runs), wait_for }
+        }
+    }
+
+    impl Op for Count {
+        fn spec(&self) -> &OpSpec {
+            &self.spec
+        }
+
+        fn run(&self, inputs: &Inputs, _ctx: &OpContext) -> anyhow::Result<Outputs> {
+            self.runs.fetch_add(1, Ordering::SeqCst);
+            if let Some(tier) = &self.wait_for {
+                let deadline = Instant::now() + Duration::from_secs(30);
+                while tier.entries.lock().unwrap().is_empty() {
+                    anyhow::ensure!(Instant::now() < deadline, "the upstream output never reached the shared tier");
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            Ok(Outputs::single("out", Value::Int(inputs.int("n")? + inputs.int("add")?)))
+        }
+    }
+
+    struct Setup {
+        runs: Arc<AtomicUsize>,
+        tier: Arc<MapTier>,
+    }
+
+    impl Setup {
+        fn new() -> Setup {
+            Setup { runs: Arc::new(AtomicUsize::new(0)), tier: MapTier::new() }
+        }
+
+        /// An engine with its own (empty) disk cache in `dir` and the shared tier.
+        fn engine(&self, dir: &Path) -> Engine {
+            let mut registry = Registry::new();
+            registry.register(Count::new("test.count", &self.runs, None));
+            registry.register(Count::new("test.after", &self.runs, Some(Arc::clone(&self.tier))));
+            let config = EngineConfig { cache_dir: Some(dir.to_path_buf()), ..EngineConfig::default() };
+            Engine::new(registry, Arc::new(NoModels), config)
+                .unwrap()
+                .with_shared_cache(Arc::clone(&self.tier) as Arc<dyn SharedTier>)
+        }
+
+        fn runs(&self) -> usize {
+            self.runs.load(Ordering::SeqCst)
+        }
+    }
+
+    /// `a` feeds `b`; `b` adds `add`.
+    fn graph(engine: &Engine, dir: &Path, add: i64) -> Arc<Graph> {
+        let text = format!(
+            "flow: 1\nname: shared\nnodes:\n  a:\n    op: test.count\n    in: {{ n: 3 }}\n\
+             \x20 b:\n    op: test.after\n    in: {{ n: $a, add: {add} }}\n"
+        );
+        let graph = crate::graph::from_bytes("shared.yaml", dir, text.as_bytes(), &[], engine.registry())
+            .unwrap_or_else(|d| panic!("{}", d.render()));
+        Arc::new(graph)
+    }
+
+    fn run(engine: &Engine, graph: &Arc<Graph>) -> (RunReport, Vec<String>) {
+        let events = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let seen = Arc::clone(&events);
+        let sink: EventSink = Arc::new(move |e: Event| {
+            if let Event::NodeCached { node, .. } = e {
+                seen.lock().unwrap().push(node);
+            }
+        });
+        let report = engine.run(Arc::clone(graph), &PlanOptions::default(), sink, CancelToken::new());
+        assert!(report.ok(), "{report:?}");
+        assert!(report.warnings.is_empty(), "{:?}", report.warnings);
+        let cached = events.lock().unwrap().clone();
+        (report, cached)
+    }
+
+    fn reason(report: &RunReport, node: &str) -> String {
+        report.nodes.iter().find(|n| n.id == node).map(|n| n.reason.clone()).unwrap_or_default()
+    }
+
+    fn output(report: &RunReport) -> i64 {
+        match report.outputs[0].1.get("out") {
+            Some(Value::Int(n)) => *n,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_second_engine_is_served_from_the_shared_tier() {
+        let dir = tempfile::tempdir().unwrap();
+        let setup = Setup::new();
+
+        // First machine: both nodes run; `b` only finishes once `a`'s output
+        // is in the shared tier, so outputs get there while the run goes on.
+        let first = setup.engine(&dir.path().join("one"));
+        let g = graph(&first, dir.path(), 1);
+        let (report, _) = run(&first, &g);
+        assert_eq!(report.count(NodeStatus::Ran), 2);
+        assert_eq!(output(&report), 4);
+        assert_eq!(setup.runs(), 2);
+        // When the run returns, its outputs are in the shared tier.
+        assert_eq!(setup.tier.entries.lock().unwrap().len(), 2);
+
+        // Second machine, empty memory and disk: `b` comes from the shared tier.
+        let second_dir = dir.path().join("two");
+        let second = setup.engine(&second_dir);
+        let g = graph(&second, dir.path(), 1);
+        let plan = second.plan(&g, &PlanOptions::default());
+        let b = g.node_index("b").unwrap();
+        assert!(matches!(plan.nodes[b].as_ref().unwrap().decision, Decision::Cached(Tier::Shared)));
+        let (report, cached) = run(&second, &g);
+        assert_eq!(setup.runs(), 2, "nothing is recomputed");
+        assert_eq!(report.count(NodeStatus::Cached), 1);
+        assert_eq!(reason(&report, "b"), "cached (shared)");
+        assert_eq!(cached, ["b"]);
+        assert_eq!(output(&report), 4);
+        // Promoted: the next run is served from memory, and the disk holds it.
+        let (report, _) = run(&second, &g);
+        assert_eq!(reason(&report, "b"), "cached (memory)");
+        assert_eq!(second.cache().disk().unwrap().stats().entries, 1);
+        assert_eq!(setup.runs(), 2);
+
+        // Third machine, changed `b`: only `b` runs, on `a`'s shared output.
+        let third = setup.engine(&dir.path().join("three"));
+        let g = graph(&third, dir.path(), 10);
+        let (report, _) = run(&third, &g);
+        assert_eq!(setup.runs(), 3);
+        assert_eq!(reason(&report, "a"), "cached (shared)");
+        assert_eq!(report.count(NodeStatus::Ran), 1);
+        assert_eq!(output(&report), 13);
+        assert_eq!(setup.tier.entries.lock().unwrap().len(), 3);
     }
 }

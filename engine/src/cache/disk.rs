@@ -118,6 +118,15 @@ impl DiskTier {
         let Some(bytes) = codec::encode(outputs)? else {
             return Ok(false);
         };
+        self.put_encoded(key, &bytes)?;
+        Ok(true)
+    }
+
+    /// Writes an entry already in the [`codec`] format under `key`,
+    /// atomically replacing any entry there (the cache's writer encodes once
+    /// for the disk and the shared tier). Refuses entries larger than a
+    /// quarter of the budget, as [`DiskTier::put`] does.
+    pub(crate) fn put_encoded(&self, key: &CacheKey, bytes: &[u8]) -> Result<(), CacheError> {
         if bytes.len() as u64 > self.budget / 4 {
             return Err(CacheError::TooLarge { size: bytes.len() as u64, budget: self.budget });
         }
@@ -129,11 +138,11 @@ impl DiskTier {
             std::process::id(),
             TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
-        if let Err(e) = write_new(&temp, &bytes).and_then(|()| fs::rename(&temp, &path)) {
+        if let Err(e) = write_new(&temp, bytes).and_then(|()| fs::rename(&temp, &path)) {
             let _ = fs::remove_file(&temp);
             return Err(CacheError::io(path, e));
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Number and total size of the entries (unreadable folders count as empty).

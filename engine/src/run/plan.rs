@@ -226,6 +226,7 @@ pub fn make_plan(
                 let found = match cache.lookup(&key, registry) {
                     Lookup::Memory(out) => Some((Tier::Memory, out)),
                     Lookup::Disk(out) => Some((Tier::Disk, out)),
+                    Lookup::Shared(out) => Some((Tier::Shared, out)),
                     Lookup::Miss => None,
                     Lookup::Corrupt(why) => {
                         warnings.push(format!("cache entry of node `{}` was corrupt ({why}); recomputing", node.id));
