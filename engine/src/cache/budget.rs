@@ -2,7 +2,9 @@
 //! holds more than it may. Entries and ops' memos are weighed alike, least
 //! recently used first (a hit refreshes an entry's modification time), down
 //! to [`LOW_WATER`] of the budget so that the next runs do not evict again
-//! at once.
+//! at once. When the folder is listed at all is the disk tier's business
+//! (see `disk.rs`: a running total, rescans when it passes the budget or
+//! periodically).
 
 use std::path::PathBuf;
 use std::time::SystemTime;

@@ -7,12 +7,33 @@
 //! folder keeps within a byte budget (see [`super::budget`]): a hit
 //! refreshes an entry's modification time, and [`DiskTier::enforce_budget`]
 //! deletes the least recently used files when there are too many bytes.
+//!
+//! # Knowing the folder's size without listing it
+//!
+//! Listing and statting every file costs time in proportion to the cache,
+//! too much to do after every run of a long-lived server. So a tier keeps a
+//! running total of the folder's bytes: it is taken by a scan (lazily, at the
+//! first [`DiskTier::enforce_budget`]) and then kept up to date by every
+//! write and removal this tier makes. Bytes it cannot see being written
+//! (entries of other processes sharing the folder, ops' memo files) are
+//! picked up by a rescan, which `enforce_budget` makes when
+//!
+//! - the running total exceeds the budget (the scan then also finds what to
+//!   evict, as before: least recently used by modification time, memos
+//!   included), or
+//! - [`RESCAN_AFTER_PUTS`] entries were written since the last scan, or
+//! - [`RESCAN_AFTER`] has passed since the last scan.
+//!
+//! So the folder may exceed its budget by what others wrote since the last
+//! scan, for at most [`RESCAN_AFTER`] (or until this tier's own writes fill
+//! the budget); otherwise an enforcement costs no file system access.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use super::budget::{self, CachedFile};
 use super::codec;
@@ -30,6 +51,15 @@ const TEMP_EXT: &str = "tmp";
 
 /// Makes temporary names unique within this process.
 static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// [`DiskTier::enforce_budget`] rescans the folder once this many entries
+/// were written since the last scan, even under budget.
+pub const RESCAN_AFTER_PUTS: u64 = 1024;
+
+/// [`DiskTier::enforce_budget`] rescans the folder once this long has passed
+/// since the last scan, even under budget (to see what other processes and
+/// ops' memos added).
+pub const RESCAN_AFTER: Duration = Duration::from_secs(60);
 
 /// What the disk tier holds (or what [`DiskTier::clear`] or
 /// [`DiskTier::enforce_budget`] removed).
@@ -51,6 +81,34 @@ pub struct DiskTier {
     dir: PathBuf,
     objects: PathBuf,
     budget: u64,
+    /// The running total of the folder's bytes (see the module's doc).
+    usage: Mutex<Usage>,
+    /// Held by [`DiskTier::enforce_budget`], so that a process scans and
+    /// evicts once at a time.
+    enforcing: Mutex<()>,
+    /// When to rescan although the running total is under budget.
+    rescan_after_puts: u64,
+    rescan_after: Duration,
+    /// Scans made by [`DiskTier::enforce_budget`].
+    #[cfg(test)]
+    scans: std::sync::atomic::AtomicUsize,
+}
+
+/// What a [`DiskTier`] knows of its folder's size.
+#[derive(Debug, Default)]
+struct Usage {
+    /// Bytes of entries and memo files: the last scan's count, plus what
+    /// this tier wrote, less what it removed since. `None` before the first
+    /// scan (and after [`DiskTier::clear`]).
+    bytes: Option<u64>,
+    /// Bytes written while a scan runs (`Some` only then): the scan may have
+    /// missed those files, so they are added to its count (a file it did see
+    /// is then counted twice, which only brings the next rescan closer).
+    written_during_scan: Option<u64>,
+    /// Entries written since the last scan.
+    puts_since_scan: u64,
+    /// When the last scan ended.
+    scanned_at: Option<Instant>,
 }
 
 impl DiskTier {
@@ -60,7 +118,26 @@ impl DiskTier {
         let dir = dir.into();
         let objects = dir.join("objects");
         fs::create_dir_all(&objects).map_err(|e| CacheError::io(&objects, e))?;
-        Ok(DiskTier { dir, objects, budget: budget::DEFAULT_DISK_BUDGET })
+        Ok(DiskTier {
+            dir,
+            objects,
+            budget: budget::DEFAULT_DISK_BUDGET,
+            usage: Mutex::new(Usage::default()),
+            enforcing: Mutex::new(()),
+            rescan_after_puts: RESCAN_AFTER_PUTS,
+            rescan_after: RESCAN_AFTER,
+            #[cfg(test)]
+            scans: Default::default(),
+        })
+    }
+
+    /// Rescans after `puts` written entries or `after` since the last scan,
+    /// instead of [`RESCAN_AFTER_PUTS`] and [`RESCAN_AFTER`] (for tests).
+    #[cfg(test)]
+    pub(crate) fn with_rescans(mut self, puts: u64, after: Duration) -> DiskTier {
+        self.rescan_after_puts = puts;
+        self.rescan_after = after;
+        self
     }
 
     /// Keeps the folder within `bytes`.
@@ -105,7 +182,9 @@ impl DiskTier {
         codec::decode(&bytes, registry).map(Some).map_err(|reason| {
             // Removal is best effort: if it fails, the next read fails the
             // same verification and tries again.
-            let _ = fs::remove_file(&path);
+            if fs::remove_file(&path).is_ok() {
+                self.removed(bytes.len() as u64);
+            }
             CacheError::Corrupt { path, reason }
         })
     }
@@ -133,6 +212,8 @@ impl DiskTier {
         let path = self.entry_path(key);
         let folder = path.parent().unwrap_or(&self.objects);
         fs::create_dir_all(folder).map_err(|e| CacheError::io(folder, e))?;
+        // The entry it replaces, if any, no longer counts.
+        let replaced = fs::metadata(&path).map_or(0, |m| if m.is_file() { m.len() } else { 0 });
         let temp = folder.join(format!(
             ".{key}.{}.{}.{TEMP_EXT}",
             std::process::id(),
@@ -142,6 +223,7 @@ impl DiskTier {
             let _ = fs::remove_file(&temp);
             return Err(CacheError::io(path, e));
         }
+        self.written(bytes.len() as u64, replaced);
         Ok(())
     }
 
@@ -165,7 +247,44 @@ impl DiskTier {
     /// folder holds more than its budget (see [`super::budget`]); returns
     /// what was removed. Files that vanish meanwhile (another process) are
     /// skipped.
+    ///
+    /// The folder is listed only when the running total says it is over
+    /// budget, or for the first or a periodic rescan (see the module's doc);
+    /// otherwise this returns at once, having removed nothing.
     pub fn enforce_budget(&self) -> Result<DiskStats, CacheError> {
+        let _one_at_a_time = self.enforcing.lock().unwrap_or_else(PoisonError::into_inner);
+        if !self.needs_scan() {
+            return Ok(DiskStats::default());
+        }
+        self.usage().written_during_scan = Some(0);
+        let result = self.scan_and_evict();
+        let mut usage = self.usage();
+        let written = usage.written_during_scan.take().unwrap_or(0);
+        let (left, removed) = result?;
+        usage.bytes = Some(left + written);
+        usage.puts_since_scan = 0;
+        usage.scanned_at = Some(Instant::now());
+        Ok(removed)
+    }
+
+    /// Whether [`DiskTier::enforce_budget`] must list the folder.
+    fn needs_scan(&self) -> bool {
+        let usage = self.usage();
+        match (usage.bytes, usage.scanned_at) {
+            (Some(bytes), Some(at)) => {
+                bytes > self.budget
+                    || usage.puts_since_scan >= self.rescan_after_puts
+                    || at.elapsed() >= self.rescan_after
+            }
+            _ => true,
+        }
+    }
+
+    /// Lists the folder and evicts down to the budget; returns the bytes
+    /// left and what was removed.
+    fn scan_and_evict(&self) -> Result<(u64, DiskStats), CacheError> {
+        #[cfg(test)]
+        self.scans.fetch_add(1, Ordering::SeqCst);
         let mut files: Vec<CachedFile> = Vec::new();
         let entries = self.files().map_err(|e| CacheError::io(&self.objects, e))?;
         for (path, len) in entries.into_iter().filter(|(p, _)| has_ext(p, ENTRY_EXT)) {
@@ -173,6 +292,7 @@ impl DiskTier {
         }
         let memo = self.memo_dir();
         files.extend(memo_files(&memo).into_iter().map(|(path, len)| cached_file(path, len)));
+        let mut left: u64 = files.iter().map(|f| f.len).sum();
         let mut removed = DiskStats::default();
         for victim in budget::victims(files, self.budget) {
             match fs::remove_file(&victim.path) {
@@ -187,8 +307,44 @@ impl DiskTier {
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(CacheError::io(victim.path, e)),
             }
+            left -= victim.len;
         }
-        Ok(removed)
+        Ok((left, removed))
+    }
+
+    /// Records an entry of `bytes` written over one of `replaced` bytes.
+    fn written(&self, bytes: u64, replaced: u64) {
+        let mut usage = self.usage();
+        if let Some(total) = &mut usage.bytes {
+            *total = total.saturating_sub(replaced) + bytes;
+        }
+        if let Some(during) = &mut usage.written_during_scan {
+            *during += bytes;
+        }
+        usage.puts_since_scan += 1;
+    }
+
+    /// Records the removal of a file of `bytes`.
+    fn removed(&self, bytes: u64) {
+        if let Some(total) = &mut self.usage().bytes {
+            *total = total.saturating_sub(bytes);
+        }
+    }
+
+    fn usage(&self) -> MutexGuard<'_, Usage> {
+        self.usage.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The running total of the folder's bytes, if known.
+    #[cfg(test)]
+    pub(crate) fn known_bytes(&self) -> Option<u64> {
+        self.usage().bytes
+    }
+
+    /// How many times [`DiskTier::enforce_budget`] listed the folder.
+    #[cfg(test)]
+    pub(crate) fn scans(&self) -> usize {
+        self.scans.load(Ordering::SeqCst)
     }
 
     /// The folder of ops' own memos (see `OpContext::memo_dir`).
@@ -225,6 +381,8 @@ impl DiskTier {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(CacheError::io(memo, e)),
         }
+        // Other processes may have written meanwhile: count afresh.
+        *self.usage() = Usage::default();
         Ok(removed)
     }
 
@@ -288,6 +446,7 @@ fn has_ext(path: &Path, ext: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
+    use std::time::Duration;
 
     use super::*;
     use crate::cache::codec::tests::{assert_same_outputs, registry, sample, Doc};
@@ -402,6 +561,138 @@ mod tests {
         for k in [0, 1, 2, 16, 17, 18] {
             assert_same_outputs(&sample(), &tier.get(&key(k), &registry()).unwrap().unwrap());
         }
+    }
+
+    /// A text entry of about `kib` KiB.
+    fn entry(kib: usize) -> Outputs {
+        Outputs::single("text", Value::text("x".repeat(kib << 10)))
+    }
+
+    fn entry_len(kib: usize) -> u64 {
+        codec::encode(&entry(kib)).unwrap().unwrap().len() as u64
+    }
+
+    /// Sets the last use of `key`'s entry to `age_s` seconds ago.
+    fn age(tier: &DiskTier, key: &CacheKey, age_s: u64) {
+        let file = File::options().write(true).open(tier.entry_path(key)).unwrap();
+        file.set_modified(SystemTime::now() - Duration::from_secs(age_s)).unwrap();
+    }
+
+    /// The bytes of the folder's entries and memos, listed.
+    fn listed(tier: &DiskTier) -> u64 {
+        let s = tier.stats();
+        s.bytes + s.memo_bytes
+    }
+
+    #[test]
+    fn enforcing_far_under_budget_does_not_list_the_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let tier = DiskTier::open(dir.path()).unwrap().with_budget(1 << 30);
+        tier.put(&key(1), &entry(1)).unwrap();
+        assert_eq!(tier.scans(), 0, "opening and writing list nothing");
+        // The first enforcement counts what is there.
+        assert_eq!(tier.enforce_budget().unwrap(), DiskStats::default());
+        assert_eq!(tier.scans(), 1);
+        assert_eq!(tier.known_bytes(), Some(listed(&tier)));
+        for i in 2..50 {
+            tier.put(&key(i), &entry(1)).unwrap();
+            assert_eq!(tier.enforce_budget().unwrap(), DiskStats::default());
+        }
+        // Replacing an entry and removing a corrupt one keep the count right.
+        tier.put(&key(2), &entry(3)).unwrap();
+        let mut bytes = fs::read(tier.entry_path(&key(3))).unwrap();
+        bytes[40] ^= 1;
+        fs::write(tier.entry_path(&key(3)), bytes).unwrap();
+        assert!(tier.get(&key(3), &registry()).is_err());
+        tier.enforce_budget().unwrap();
+        assert_eq!(tier.scans(), 1, "no listing while far under budget");
+        assert_eq!(tier.known_bytes(), Some(listed(&tier)));
+        // After a clear, the next enforcement counts afresh.
+        tier.clear().unwrap();
+        assert_eq!(tier.known_bytes(), None);
+        tier.enforce_budget().unwrap();
+        assert_eq!(tier.scans(), 2);
+        assert_eq!(tier.known_bytes(), Some(0));
+    }
+
+    #[test]
+    fn exceeding_the_budget_evicts_the_least_recently_used_including_other_tiers_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = entry_len(4);
+        let budget = 10 * len + len / 2;
+        let ours = DiskTier::open(dir.path()).unwrap().with_budget(budget);
+        let other = DiskTier::open(dir.path()).unwrap().with_budget(budget);
+        ours.enforce_budget().unwrap();
+        assert_eq!(ours.known_bytes(), Some(0));
+        // Another process writes 6 entries, used long ago.
+        for i in 0..6 {
+            other.put(&key(100 + i), &entry(4)).unwrap();
+            age(&other, &key(100 + i), 3_600 - u64::from(i));
+        }
+        // We write 10: by our own count that is within the budget, so the
+        // folder (16 entries) is not listed yet.
+        for i in 0..10 {
+            ours.put(&key(i), &entry(4)).unwrap();
+            age(&ours, &key(i), 100 - u64::from(i));
+        }
+        assert_eq!(ours.enforce_budget().unwrap(), DiskStats::default());
+        assert_eq!(ours.scans(), 1);
+        // The 11th passes the budget: the listing finds the other's entries
+        // too and evicts the least recently used down to the low-water mark
+        // (90% of the budget: 9 entries left).
+        ours.put(&key(10), &entry(4)).unwrap();
+        let removed = ours.enforce_budget().unwrap();
+        assert_eq!(ours.scans(), 2);
+        assert_eq!(removed.entries, 8);
+        assert_eq!(removed.bytes, 8 * len);
+        for i in 0..6 {
+            assert!(!ours.contains(&key(100 + i)), "the other's old entries go first");
+        }
+        assert!(!ours.contains(&key(0)) && !ours.contains(&key(1)));
+        for i in 2..11 {
+            assert!(ours.contains(&key(i)), "entry {i} is recent");
+        }
+        assert_eq!(ours.known_bytes(), Some(9 * len));
+        assert_eq!(listed(&ours), 9 * len);
+        assert!(listed(&ours) <= (budget as f64 * budget::LOW_WATER) as u64);
+    }
+
+    #[test]
+    fn a_periodic_rescan_sees_what_others_wrote() {
+        let dir = tempfile::tempdir().unwrap();
+        let len = entry_len(4);
+        let budget = 10 * len;
+        let open = || DiskTier::open(dir.path()).unwrap().with_budget(budget);
+        // Rescans after 3 puts.
+        let ours = open().with_rescans(3, RESCAN_AFTER);
+        ours.enforce_budget().unwrap();
+        let other = open();
+        for i in 0..12 {
+            other.put(&key(100 + i), &entry(4)).unwrap();
+            age(&other, &key(100 + i), 1_000 - u64::from(i));
+        }
+        // An op's memo file counts too.
+        let memo = ours.memo_dir().join("op/m.bin");
+        fs::create_dir_all(memo.parent().unwrap()).unwrap();
+        fs::write(&memo, vec![0u8; len as usize]).unwrap();
+        ours.put(&key(0), &entry(4)).unwrap();
+        ours.put(&key(1), &entry(4)).unwrap();
+        assert_eq!(ours.enforce_budget().unwrap(), DiskStats::default());
+        assert_eq!(ours.scans(), 1);
+        ours.put(&key(2), &entry(4)).unwrap();
+        let removed = ours.enforce_budget().unwrap();
+        assert_eq!(ours.scans(), 2);
+        assert!(removed.entries >= 6, "{removed:?}");
+        assert!(listed(&ours) <= (budget as f64 * budget::LOW_WATER) as u64);
+        assert_eq!(ours.known_bytes(), Some(listed(&ours)));
+        for i in 0..3 {
+            assert!(ours.contains(&key(i)), "our entries are the newest");
+        }
+        // And a rescan after some time: here at once.
+        let timed = open().with_rescans(u64::MAX, Duration::ZERO);
+        timed.enforce_budget().unwrap();
+        timed.enforce_budget().unwrap();
+        assert_eq!(timed.scans(), 2);
     }
 
     #[test]
