@@ -74,6 +74,10 @@ enum Command {
         /// The server's token (with --server).
         #[arg(long, value_name = "T", requires = "server")]
         token: Option<String>,
+        /// Run in the cluster on this NATS server (e.g. nats://127.0.0.1:4222)
+        /// by one of its `flow worker`s; paths in the graph are the workers'.
+        #[arg(long, value_name = "URL", conflicts_with_all = ["no_cache", "server"])]
+        nats: Option<String>,
     },
     /// Run a graph, then re-run what changed on every save of the graph, its
     /// scripts and the files it reads, until Ctrl-C.
@@ -133,6 +137,13 @@ enum Command {
     },
     /// Serve ComfyUI's HTTP + WebSocket API (queue, history, uploads) until Ctrl-C.
     Serve(cli::serve::ServeArgs),
+    /// Execute a cluster's runs (pulled from NATS JetStream) until SIGTERM, then drain.
+    Worker(cli::worker::WorkerArgs),
+    /// Look at a cluster.
+    Cluster {
+        #[command(subcommand)]
+        action: ClusterAction,
+    },
     /// Inspect or clear the cache.
     Cache {
         #[command(subcommand)]
@@ -195,6 +206,19 @@ enum ImportWhat {
 }
 
 #[derive(Subcommand)]
+enum ClusterAction {
+    /// Workers (devices, resident models, runs in flight), queue depth, runs per state.
+    Status {
+        /// The cluster's NATS server, e.g. nats://127.0.0.1:4222.
+        #[arg(long, value_name = "URL")]
+        nats: String,
+        /// Print one JSON document.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum CacheAction {
     /// Entries and bytes in the cache.
     Stats,
@@ -213,6 +237,7 @@ fn main() -> ExitCode {
     flow_engine::allocator::keep_freed_memory();
     let cli = Cli::parse();
     let code = match cli.command {
+        Command::Run { args, json, nats: Some(url), .. } => cli::cluster_run::run(&args, &url, json),
         Command::Run { args, json, server: Some(url), token, .. } => {
             cli::remote::run(&args, &cli::remote::Remote { url, token }, json)
         }
@@ -235,6 +260,8 @@ fn main() -> ExitCode {
         Command::Import { what: ImportWhat::Comfy { workflow, output } } => cli::import::comfy(&workflow, output.as_ref()),
         Command::Import { what: ImportWhat::Png { image, output } } => cli::import_png::png(&image, output.as_ref()),
         Command::Serve(args) => cli::serve::serve(&args),
+        Command::Worker(args) => cli::worker::worker(&args),
+        Command::Cluster { action: ClusterAction::Status { nats, json } } => cli::cluster::status(&nats, json),
         Command::Cache { action: CacheAction::Stats, cache_dir } => cli::cache::stats(cache_dir),
         Command::Cache { action: CacheAction::Clear, cache_dir } => cli::cache::clear(cache_dir),
     };

@@ -6,7 +6,8 @@
 //! - [`prepare`] and [`confine`]: a submitted prompt (ComfyUI workflow or
 //!   flow graph) made into a graph that only touches the server's folders;
 //! - [`worker`] and [`reporter`]: runs on the engine, their events as
-//!   ComfyUI's WebSocket messages ([`hub`]);
+//!   ComfyUI's WebSocket messages ([`hub`]); [`remote`]: runs in a cluster
+//!   instead (`flow serve --nats`);
 //! - `routes`: the HTTP API; [`server`]: start and stop.
 
 pub mod auth;
@@ -17,6 +18,7 @@ pub mod hub;
 pub mod job;
 pub mod prepare;
 pub mod queue;
+pub mod remote;
 pub mod reporter;
 mod routes;
 pub mod runlog;
@@ -27,4 +29,4 @@ pub mod web;
 pub mod worker;
 
 pub use config::ServerConfig;
-pub use server::serve;
+pub use server::{serve, serve_with};

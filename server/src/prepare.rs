@@ -37,7 +37,14 @@ pub struct Workspace {
     output_dir: PathBuf,
     /// Highest SaveImage counter handed out per file prefix.
     counters: Mutex<HashMap<String, u64>>,
+    /// Numbers shared with other machines writing the same names (a cluster).
+    shared_counter: Option<SharedCounter>,
 }
+
+/// Hands out SaveImage numbers shared by several machines: given a file
+/// prefix and the lowest number free here, the number to use (never the
+/// same twice for a prefix).
+pub type SharedCounter = Arc<dyn Fn(&str, u64) -> u64 + Send + Sync>;
 
 impl Workspace {
     /// Lays out the workspace under the server's state folder.
@@ -66,7 +73,14 @@ impl Workspace {
             roots: Roots { read, write, scripts },
             output_dir: config.output_dir.clone(),
             counters: Mutex::default(),
+            shared_counter: None,
         })
+    }
+
+    /// The same workspace, numbering saved images with `counter`.
+    pub fn with_shared_counter(mut self, counter: SharedCounter) -> Self {
+        self.shared_counter = Some(counter);
+        self
     }
 
     /// The folder graphs run in.
@@ -94,7 +108,10 @@ impl Workspace {
             .max()
             .unwrap_or(0);
         let mut counters = self.counters.lock().unwrap_or_else(PoisonError::into_inner);
-        let n = counters.get(prefix).copied().unwrap_or(0).max(on_disk) + 1;
+        let mut n = counters.get(prefix).copied().unwrap_or(0).max(on_disk) + 1;
+        if let Some(shared) = &self.shared_counter {
+            n = shared(prefix, n);
+        }
         counters.insert(prefix.to_string(), n);
         n
     }
@@ -203,7 +220,8 @@ pub fn prepare(job: &Job, ws: &Workspace, registry: &Registry, for_run: bool) ->
 fn comfy(job: &Job, ws: &Workspace, registry: &Registry) -> Result<Prepared, Rejection> {
     let text = job.prompt.to_string();
     let t = translate_for_run(&text, "workflow.json").map_err(|e| Rejection::workflow(&e))?;
-    let mut graph = graph::from_bytes("workflow.json", ws.root(), t.yaml.as_bytes(), &[], registry).map_err(|d| {
+    let overrides = overrides(job)?;
+    let mut graph = graph::from_bytes("workflow.json", ws.root(), t.yaml.as_bytes(), &overrides, registry).map_err(|d| {
         Rejection::new(400, "invalid_prompt", "The flow graph translated from this workflow is invalid", d.render())
     })?;
     read_inputs_from_input_folder(&mut graph);
@@ -221,6 +239,18 @@ fn flow(job: &Job, ws: &Workspace, registry: &Registry) -> Result<Prepared, Reje
         Json::String(s) => s.clone(),
         other => other.to_string(),
     };
+    let overrides = overrides(job)?;
+    let graph = graph::from_bytes("graph.yaml", ws.root(), text.as_bytes(), &overrides, registry)
+        .map_err(|d| Rejection::new(400, "invalid_prompt", "Invalid flow graph", d.render()))?;
+    let origins = graph.nodes.iter().map(|n| (n.id.clone(), vec![n.id.clone()])).collect();
+    let classes = graph.nodes.iter().map(|n| (n.id.clone(), n.op.spec().name.clone())).collect();
+    let outputs = graph.output_nodes().into_iter().map(|i| graph.nodes[i].id.clone()).collect();
+    Ok(Prepared { graph: Arc::new(graph), kind: Kind::Flow, origins, classes, outputs })
+}
+
+/// The job's params as graph overrides (a ComfyUI workflow's params are
+/// those of its translation, e.g. `seed`).
+fn overrides(job: &Job) -> Result<Vec<Override>, Rejection> {
     let mut overrides = Vec::new();
     let mut bad = Vec::new();
     for (k, v) in &job.params {
@@ -232,12 +262,7 @@ fn flow(job: &Job, ws: &Workspace, registry: &Registry) -> Result<Prepared, Reje
     if !bad.is_empty() {
         return Err(Rejection::new(400, "invalid_prompt", "Bad params", bad.join("\n")));
     }
-    let graph = graph::from_bytes("graph.yaml", ws.root(), text.as_bytes(), &overrides, registry)
-        .map_err(|d| Rejection::new(400, "invalid_prompt", "Invalid flow graph", d.render()))?;
-    let origins = graph.nodes.iter().map(|n| (n.id.clone(), vec![n.id.clone()])).collect();
-    let classes = graph.nodes.iter().map(|n| (n.id.clone(), n.op.spec().name.clone())).collect();
-    let outputs = graph.output_nodes().into_iter().map(|i| graph.nodes[i].id.clone()).collect();
-    Ok(Prepared { graph: Arc::new(graph), kind: Kind::Flow, origins, classes, outputs })
+    Ok(overrides)
 }
 
 /// The text of a literal `path` input.

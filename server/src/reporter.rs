@@ -37,6 +37,8 @@ struct State {
     /// The first failure was reported.
     failed: bool,
     interrupted: bool,
+    /// The run's `run_finished` was seen.
+    ended: bool,
     /// `[event, data]` for the history's status.
     messages: Vec<(String, Value)>,
     outputs: Map<String, Value>,
@@ -148,6 +150,7 @@ impl Reporter {
                 }
             }
             Event::RunFinished { ok, interrupted, .. } => {
+                s.ended = true;
                 self.flush_cached(&mut s);
                 if interrupted {
                     let node = s.running.first().cloned();
@@ -221,6 +224,11 @@ impl Reporter {
         s.outputs.insert(id.clone(), Value::Object(output.clone()));
         s.meta.insert(id.clone(), json!({ "node_id": id, "display_node": id }));
         self.send("executed", json!({ "node": id, "display_node": id, "output": output, "prompt_id": self.prompt_id }));
+    }
+
+    /// Whether the run's `run_finished` event has been reported.
+    pub fn saw_end(&self) -> bool {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).ended
     }
 
     /// The history entry of the finished run; true when it was interrupted.

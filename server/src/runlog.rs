@@ -275,6 +275,15 @@ impl RunLog {
         r.outputs = outputs;
     }
 
+    /// Takes `record` as the run's record (a cluster worker's, which has
+    /// every event even when some were missed on the way here).
+    pub fn adopt(&self, record: Record) {
+        let n = record.events.len();
+        *self.lock() = record;
+        self.held.lock().unwrap_or_else(PoisonError::into_inner).take();
+        self.seen.send_replace(n);
+    }
+
     /// Ends a run that could not start: a warning with the reason, then
     /// `run_finished` (not ok; `interrupted` when it was cancelled).
     pub fn fail(&self, message: &str, interrupted: bool) {

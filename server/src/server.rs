@@ -17,7 +17,8 @@ use crate::queue::Queue;
 use crate::runlog::RunLogs;
 use crate::state::AppState;
 use crate::store::Store;
-use crate::worker::Runner;
+use crate::remote::RemoteRuns;
+use crate::worker::{Executor, Runner};
 
 /// How long open connections (WebSockets) get to close on shutdown.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
@@ -26,8 +27,20 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// address (the port is chosen when the configuration asks for port 0) and
 /// the problems met restoring the queue.
 pub fn serve(
+    config: ServerConfig,
+    engine: Engine,
+    on_ready: impl FnOnce(SocketAddr, &[String]),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    serve_with(config, engine, None, on_ready, shutdown)
+}
+
+/// [`serve`], with the prompts run by `remote` (a cluster) when given: the
+/// engine then only validates them.
+pub fn serve_with(
     mut config: ServerConfig,
     engine: Engine,
+    remote: Option<Arc<dyn RemoteRuns>>,
     on_ready: impl FnOnce(SocketAddr, &[String]),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
@@ -38,8 +51,14 @@ pub fn serve(
     let queue = Arc::new(queue);
     let workspace = Arc::new(Workspace::new(&config)?);
     let runs = Arc::new(RunLogs::open(&config.state_dir)?);
-    let state =
-        AppState { config: Arc::new(config), engine: Arc::new(engine), queue: Arc::clone(&queue), workspace, runs };
+    let state = AppState {
+        config: Arc::new(config),
+        engine: Arc::new(engine),
+        queue: Arc::clone(&queue),
+        workspace,
+        runs,
+        remote: remote.clone(),
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("flow-http")
@@ -50,12 +69,16 @@ pub fn serve(
         .block_on(tokio::net::TcpListener::bind(state.config.listen))
         .with_context(|| format!("cannot listen on {}", state.config.listen))?;
     let addr = listener.local_addr()?;
-    let runner = Runner {
+    if let Some(remote) = &remote {
+        remote.attach(Arc::clone(&queue), Arc::clone(&state.runs));
+    }
+    let executor = Executor {
         engine: Arc::clone(&state.engine),
-        queue: Arc::clone(&queue),
         workspace: Arc::clone(&state.workspace),
         runs: Arc::clone(&state.runs),
+        hub: queue.hub().clone(),
     };
+    let runner = Runner { executor, queue: Arc::clone(&queue), remote };
     let workers = runner.spawn(state.config.concurrent_runs);
     on_ready(addr, &problems);
     let app = crate::routes::router(state);

@@ -7,6 +7,7 @@ use flow_engine::Engine;
 use crate::config::ServerConfig;
 use crate::prepare::Workspace;
 use crate::queue::Queue;
+use crate::remote::RemoteRuns;
 use crate::runlog::RunLogs;
 
 /// The server's state: its settings, its one engine, the queue and the
@@ -23,4 +24,6 @@ pub struct AppState {
     pub workspace: Arc<Workspace>,
     /// Each run's graph, events and node states (the native API's view).
     pub runs: Arc<RunLogs>,
+    /// The cluster prompts run in, when the server is its front end.
+    pub remote: Option<Arc<dyn RemoteRuns>>,
 }

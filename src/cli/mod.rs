@@ -4,6 +4,8 @@
 mod console;
 
 pub mod cache;
+pub mod cluster;
+pub mod cluster_run;
 pub mod common;
 pub mod import;
 pub mod import_png;
@@ -16,6 +18,7 @@ pub mod serve;
 pub mod table;
 pub mod watch;
 pub mod watch_output;
+pub mod worker;
 
 /// Exit code: success.
 pub const EXIT_OK: u8 = 0;

@@ -46,7 +46,7 @@ impl Remote {
 
 /// `--set K=V` as a JSON param: numbers, booleans and JSON values as
 /// such, anything else as text.
-fn param_value(text: &str) -> Value {
+pub fn param_value(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
 }
 
@@ -179,6 +179,17 @@ fn follow(remote: &Remote, run_id: &str, json: bool) -> Result<Vec<Event>, Strin
 /// The run's report, rebuilt from its events (files as the server names
 /// them, e.g. `output/x.png`); `None` without `run_finished`.
 fn report_of(events: &[Event], remote: &Remote, run_id: &str) -> Option<RunReport> {
+    let detail = run_detail(remote, run_id);
+    let outputs = detail["outputs"].as_array().into_iter().flatten();
+    let files = outputs.filter_map(|o| Some((o["node"].as_str()?.to_string(), o["path"].as_str()?.to_string())));
+    // In the graph's order, as a local run lists them.
+    let order = detail["graph"]["nodes"].as_array().into_iter().flatten().filter_map(|n| n["id"].as_str());
+    report_from(events, files.collect(), &order.map(String::from).collect::<Vec<_>>())
+}
+
+/// A run's report from its events, the files it wrote (`(node, path)`) and
+/// the order of its nodes; `None` without `run_finished`.
+pub fn report_from(events: &[Event], files: Vec<(String, String)>, order: &[String]) -> Option<RunReport> {
     let mut nodes: Vec<NodeReport> = Vec::new();
     let mut elapsed = None;
     let mut interrupted = false;
@@ -249,20 +260,11 @@ fn report_of(events: &[Event], remote: &Remote, run_id: &str) -> Option<RunRepor
         }
     }
     let elapsed = elapsed?;
-    let detail = run_detail(remote, run_id);
-    let outputs = detail["outputs"].as_array().into_iter().flatten();
-    for (node_id, path) in outputs.filter_map(|o| Some((o["node"].as_str()?, o["path"].as_str()?))) {
+    for (node_id, path) in files {
         if let Some(n) = nodes.iter_mut().find(|n| n.id == node_id) {
             n.files.push(PathBuf::from(path));
         }
     }
-    // In the graph's order, as a local run lists them.
-    let order: Vec<&str> = detail["graph"]["nodes"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|n| n["id"].as_str())
-        .collect();
     nodes.sort_by_key(|n| order.iter().position(|id| *id == n.id).unwrap_or(usize::MAX));
     Some(RunReport::new(nodes, Vec::new(), interrupted, elapsed))
 }

@@ -50,6 +50,11 @@ pub struct ServeArgs {
     /// Device for nodes with `device: auto`: cpu, cuda:N or auto.
     #[arg(long, default_value = "auto")]
     pub device: String,
+    /// Be the front end of a cluster on this NATS server (e.g.
+    /// nats://127.0.0.1:4222): prompts are queued there and run by `flow
+    /// worker`s; this server only queues, tracks and serves.
+    #[arg(long, value_name = "URL")]
+    pub nats: Option<String>,
 }
 
 /// Serves until Ctrl-C; returns the exit code.
@@ -81,7 +86,7 @@ pub fn serve(args: &ServeArgs) -> u8 {
         Err(code) => return code,
     };
     config.models_dir = library.as_ref().map(|(l, _)| l.root().to_path_buf());
-    let engine = match engine(args, &cache, default_device) {
+    let engine = match engine(&cache, &args.cache_dir, &args.models_dir, args.jobs, default_device) {
         Ok(e) => e,
         Err(code) => return code,
     };
@@ -100,7 +105,17 @@ pub fn serve(args: &ServeArgs) -> u8 {
         outln!("flow serve: listening on http://{addr}");
         let _ = std::io::stdout().flush();
     };
-    match flow_server::serve(config, engine, ready, shutdown) {
+    let remote: Option<Arc<dyn flow_server::remote::RemoteRuns>> = match &args.nats {
+        None => None,
+        Some(url) => match flow_cluster::Cluster::connect(url, flow_cluster::Settings::default()) {
+            Ok(cluster) => Some(flow_cluster::front::FrontEnd::new(cluster)),
+            Err(e) => {
+                errln!("error: {e:#}");
+                return EXIT_FAILED;
+            }
+        },
+    };
+    match flow_server::serve_with(config, engine, remote, ready, shutdown) {
         Ok(()) => EXIT_OK,
         Err(e) => {
             errln!("error: {e:#}");
@@ -109,8 +124,14 @@ pub fn serve(args: &ServeArgs) -> u8 {
     }
 }
 
-/// The server's engine: the CLI's disk cache and default budgets.
-fn engine(args: &ServeArgs, cache: &std::path::Path, default_device: DeviceChoice) -> Result<Engine, u8> {
+/// The engine of a server or worker: the CLI's disk cache and default budgets.
+pub fn engine(
+    cache: &std::path::Path,
+    cache_dir: &Option<PathBuf>,
+    models_dir: &Option<PathBuf>,
+    jobs: Option<usize>,
+    default_device: DeviceChoice,
+) -> Result<Engine, u8> {
     let usage = |e: anyhow::Error| {
         errln!("error: {e:#}");
         EXIT_INVALID
@@ -120,10 +141,10 @@ fn engine(args: &ServeArgs, cache: &std::path::Path, default_device: DeviceChoic
         memory_budget: default_memory_budget(),
         disk_budget: default_disk_budget().map_err(usage)?,
         vram_budget: default_vram_budget().map_err(usage)?,
-        cpu_slots: args.jobs.unwrap_or_else(default_cpu_slots),
+        cpu_slots: jobs.unwrap_or_else(default_cpu_slots),
         default_device,
     };
-    let store = super::models::store_with_library(&args.cache_dir, &args.models_dir)?;
+    let store = super::models::store_with_library(cache_dir, models_dir)?;
     let resolver = StoreResolver::new(store, super::models::progress_sink(true));
     Engine::new(registry(), Arc::new(resolver), config).map_err(usage)
 }

@@ -248,6 +248,21 @@ impl ModelPool {
         (count, st.bytes.get(&residence).copied().unwrap_or(0))
     }
 
+    /// The keys of the resident models, most recently used first.
+    pub fn resident_keys(&self) -> Vec<String> {
+        let st = self.lock();
+        let mut ready: Vec<_> = st
+            .entries
+            .iter()
+            .filter_map(|(k, s)| match s {
+                Slot::Ready { last_used, .. } => Some((std::cmp::Reverse(*last_used), k.clone())),
+                _ => None,
+            })
+            .collect();
+        ready.sort();
+        ready.into_iter().map(|(_, k)| k).collect()
+    }
+
     /// Current counters.
     pub fn stats(&self) -> PoolStats {
         let st = self.lock();

@@ -72,9 +72,20 @@ pub async fn view(State(state): State<AppState>, Query(q): Query<HashMap<String,
         return plain(StatusCode::FORBIDDEN, "the file is outside the folder");
     }
     let limit = 1 << 30;
-    let bytes = match tokio::task::spawn_blocking(move || flow_engine::files::read_bounded(&file, limit, "file")).await
-    {
-        Ok(Ok(b)) => b,
+    let remote = state.remote.clone();
+    let (kind, sub) = (kind.to_string(), q.get("subfolder").cloned().unwrap_or_default());
+    let wanted = name.to_string();
+    let read = move || match flow_engine::files::read_bounded(&file, limit, "file") {
+        Ok(b) => Some(b),
+        // A file a cluster worker wrote: fetched once, then kept here.
+        Err(_) => {
+            let bytes = remote?.fetch_file(&kind, &sub, &wanted)?;
+            let _ = flow_engine::files::write_atomic(&file, &bytes);
+            Some(bytes)
+        }
+    };
+    let bytes = match tokio::task::spawn_blocking(read).await {
+        Ok(Some(b)) => b,
         _ => return plain(StatusCode::NOT_FOUND, "no such file"),
     };
     let content_type = content_type(name);
@@ -137,7 +148,17 @@ pub async fn upload_image(State(state): State<AppState>, mut form: Multipart) ->
     let Some(dir) = subfolder(&base, &sub) else {
         return plain(StatusCode::FORBIDDEN, "`subfolder` leaves the folder");
     };
-    let saved = tokio::task::spawn_blocking(move || save_upload(&base, &dir, &file_name, &bytes, overwrite)).await;
+    let (remote, shared_sub) = (state.remote.clone(), sub.clone());
+    let share = kind == "input";
+    let saved = tokio::task::spawn_blocking(move || {
+        let name = save_upload(&base, &dir, &file_name, &bytes, overwrite)?;
+        // A cluster's workers read inputs from the cluster, not from this folder.
+        if let Some(remote) = remote.filter(|_| share) {
+            remote.share_input(&shared_sub, &name, &bytes);
+        }
+        Ok(name)
+    })
+    .await;
     match saved {
         Ok(Ok(name)) => json_response(StatusCode::OK, json!({ "name": name, "subfolder": sub, "type": kind })),
         Ok(Err((status, msg))) => plain(status, &msg),

@@ -1,0 +1,315 @@
+//! Scale-out on NATS JetStream, end to end: a real `nats-server -js` on a
+//! free 127.0.0.1 port (one per test, its own store folder), the real
+//! `flow` binary as front end (`flow serve --nats`), workers (`flow worker
+//! --nats`) and client (`flow run --nats`), and faults made by killing
+//! processes. Runs use ComfyUI's default workflow on the tiny checkpoint
+//! at 64×64.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use flow_cluster::names::run_key;
+use flow_cluster::record::{RunRecord, RunState};
+use flow_cluster::{runs, Cluster, Settings};
+use serde_json::{json, Value};
+
+#[path = "common/nats.rs"]
+mod nats;
+
+#[path = "common/comfy_sandbox.rs"]
+mod comfy_sandbox;
+
+#[path = "common/cluster_procs.rs"]
+mod cluster_procs;
+
+use cluster_procs::{worker, workflow, FrontEnd, Proc};
+use comfy_sandbox::{root, sandbox};
+use nats::NatsServer;
+
+fn flow() -> &'static Path {
+    Path::new(env!("CARGO_BIN_EXE_flow"))
+}
+
+/// A client of the cluster's buckets, to look at run records.
+struct Look {
+    cluster: Arc<Cluster>,
+}
+
+impl Look {
+    fn new(url: &str) -> Look {
+        Look { cluster: Cluster::connect(url, Settings::default()).unwrap() }
+    }
+
+    fn record(&self, id: &str) -> Option<RunRecord> {
+        let h = self.cluster.handles.clone();
+        let key = run_key(id);
+        self.cluster.block_on(async move { runs::read(&h.runs, &key).await }).unwrap().map(|(r, _)| r)
+    }
+
+    /// Waits until run `id`'s record satisfies `done`; returns it.
+    fn wait(&self, id: &str, limit: Duration, done: impl Fn(&RunRecord) -> bool) -> RunRecord {
+        let start = Instant::now();
+        loop {
+            if let Some(r) = self.record(id).filter(|r| done(r)) {
+                return r;
+            }
+            assert!(start.elapsed() < limit, "run {id} did not get there: {:?}", self.record(id).map(|r| r.state));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// The decoded pixels of a PNG.
+fn pixels(png: &[u8]) -> Vec<u8> {
+    image::load_from_memory(png).unwrap().to_rgb8().into_raw()
+}
+
+/// The flow node running `op` in a front end's view of a run.
+fn node_of(run: &Value, op: &str) -> Option<String> {
+    let nodes = run["graph"]["nodes"].as_array()?;
+    Some(nodes.iter().find(|n| n["op"] == op)?["id"].as_str()?.to_string())
+}
+
+#[test]
+fn thirty_runs_from_three_clients_on_three_workers_match_one_process() {
+    let dir = sandbox();
+    let nats = NatsServer::start(&dir.path().join("nats"));
+    let front = FrontEnd::start(flow(), dir.path(), &nats.url());
+    let _workers: Vec<Proc> =
+        (0..3).map(|i| worker(flow(), dir.path(), &nats.url(), &format!("w{i}"), &["--ack-wait", "10"])).collect();
+    let seeds: Vec<u64> = (0..30).collect();
+    let ids: Vec<(u64, String)> = std::thread::scope(|s| {
+        let clients: Vec<_> = (0..3)
+            .map(|c| {
+                let front = &front;
+                let seeds = &seeds;
+                s.spawn(move || {
+                    seeds
+                        .iter()
+                        .filter(|seed| **seed % 3 == c)
+                        .map(|&seed| (seed, front.prompt(&workflow(&root(), seed, 2), &format!("client{c}"))))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        clients.into_iter().flat_map(|c| c.join().unwrap()).collect()
+    });
+    let all: Vec<String> = ids.iter().map(|(_, id)| id.clone()).collect();
+    let history = front.wait_history(&all, Duration::from_secs(600));
+    let look = Look::new(&nats.url());
+    let mut by_worker = std::collections::BTreeMap::<String, usize>::new();
+    let mut images = std::collections::BTreeMap::new();
+    for (seed, id) in &ids {
+        assert_eq!(history[id]["status"]["status_str"], "success", "{}", history[id]);
+        let record = look.record(id).unwrap();
+        assert_eq!((record.state, record.attempts), (RunState::Succeeded, 1));
+        *by_worker.entry(record.worker.unwrap()).or_default() += 1;
+        images.insert(*seed, pixels(&front.first_image(&history[id])));
+    }
+    assert!(by_worker.len() >= 2, "the runs were not spread: {by_worker:?}");
+    // Every run's name is its own (SaveImage numbers are shared by the workers).
+    let names: std::collections::BTreeSet<String> =
+        all.iter().map(|id| history[id]["outputs"]["9"]["images"][0]["filename"].as_str().unwrap().to_string()).collect();
+    assert_eq!(names.len(), 30);
+
+    // The same prompts on one process, without NATS: the same pixels.
+    let single = sandbox();
+    let alone = FrontEnd::serve(flow(), single.path(), &["--cache-dir", "cache"]);
+    let ids: Vec<(u64, String)> =
+        seeds.iter().map(|&seed| (seed, alone.prompt(&workflow(&root(), seed, 2), "me"))).collect();
+    let history = alone.wait_history(&ids.iter().map(|(_, id)| id.clone()).collect::<Vec<_>>(), Duration::from_secs(600));
+    for (seed, id) in &ids {
+        assert!(pixels(&alone.first_image(&history[id])) == images[seed], "seed {seed} differs");
+    }
+}
+
+#[test]
+fn a_worker_killed_in_the_sampler_loses_its_run_to_another_which_reuses_what_was_done() {
+    let dir = sandbox();
+    let nats = NatsServer::start(&dir.path().join("nats"));
+    let front = FrontEnd::start(flow(), dir.path(), &nats.url());
+    let mut workers = [
+        worker(flow(), dir.path(), &nats.url(), "a", &["--ack-wait", "2"]),
+        worker(flow(), dir.path(), &nats.url(), "b", &["--ack-wait", "2"]),
+    ];
+    let look = Look::new(&nats.url());
+    let id = front.prompt(&workflow(&root(), 11, 400), "me");
+    // In the sampler: it reported steps.
+    let start = Instant::now();
+    let (run, sampler) = loop {
+        let run = front.get(&format!("/v1/runs/{id}"));
+        if let Some(sampler) = node_of(&run, "sd.sample") {
+            if run["nodes"][&sampler]["progress"]["done"].as_u64().unwrap_or(0) >= 2 {
+                break (run, sampler);
+            }
+        }
+        assert!(start.elapsed() < Duration::from_secs(120), "the sampler did not start: {run}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let done_before: Vec<String> = run["nodes"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, s)| s["state"] == "done")
+        .map(|(n, _)| n.clone())
+        .collect();
+    assert!(!done_before.is_empty(), "{run}");
+    let holder = look.record(&id).unwrap().worker.unwrap();
+    let killed = if holder == "a" { 0 } else { 1 };
+    workers[killed].kill9();
+
+    let history = front.wait_history(std::slice::from_ref(&id), Duration::from_secs(180));
+    assert_eq!(history[&id]["status"]["status_str"], "success", "{}", history[&id]);
+    let record = look.record(&id).unwrap();
+    assert_eq!(record.state, RunState::Succeeded);
+    assert_eq!(record.attempts, 2);
+    assert_ne!(record.worker.as_deref(), Some(holder.as_str()));
+    // The second attempt served what the first finished from the shared
+    // cache: those nodes ran once in all.
+    let run = front.get(&format!("/v1/runs/{id}"));
+    for node in &done_before {
+        assert_eq!(run["nodes"][node]["state"], "cached", "{node}: {run}");
+    }
+    assert_eq!(run["nodes"][&sampler]["state"], "done", "{run}");
+    assert_eq!(front.get("/history").as_object().unwrap().keys().filter(|k| **k == id).count(), 1);
+}
+
+#[test]
+fn killing_the_front_end_or_restarting_nats_loses_no_run() {
+    let dir = sandbox();
+    let mut nats = NatsServer::start(&dir.path().join("nats"));
+    let mut front = FrontEnd::start(flow(), dir.path(), &nats.url());
+    let _workers = [
+        worker(flow(), dir.path(), &nats.url(), "a", &["--ack-wait", "3"]),
+        worker(flow(), dir.path(), &nats.url(), "b", &["--ack-wait", "3"]),
+    ];
+    let look = Look::new(&nats.url());
+    let mut ids: Vec<String> = (0..6).map(|seed| front.prompt(&workflow(&root(), seed, 12), "me")).collect();
+    look.wait(&ids[0], Duration::from_secs(60), |r| r.state == RunState::Running);
+    front.proc.kill9();
+    front = FrontEnd::start(flow(), dir.path(), &nats.url());
+    let history = front.wait_history(&ids, Duration::from_secs(300));
+    for id in &ids {
+        assert_eq!(history[id]["status"]["status_str"], "success", "{}", history[id]);
+        assert_eq!(look.record(id).unwrap().attempts, 1);
+    }
+
+    // The NATS server killed and restarted while runs are queued and running.
+    let more: Vec<String> = (10..14).map(|seed| front.prompt(&workflow(&root(), seed, 12), "me")).collect();
+    look.wait(&more[0], Duration::from_secs(60), |r| r.state == RunState::Running);
+    nats.restart();
+    ids.extend(more);
+    let history = front.wait_history(&ids, Duration::from_secs(300));
+    assert_eq!(history.as_object().unwrap().len(), ids.len());
+    for id in &ids {
+        assert_eq!(history[id]["status"]["status_str"], "success", "{}", history[id]);
+    }
+}
+
+#[test]
+fn a_run_that_takes_down_every_worker_fails_after_its_attempts_and_the_queue_goes_on() {
+    let dir = sandbox();
+    let nats = NatsServer::start(&dir.path().join("nats"));
+    let front = FrontEnd::start(flow(), dir.path(), &nats.url());
+    let args = ["--ack-wait", "1", "--max-attempts", "2"];
+    let mut workers = [
+        worker(flow(), dir.path(), &nats.url(), "w0", &args),
+        worker(flow(), dir.path(), &nats.url(), "w1", &args),
+    ];
+    let look = Look::new(&nats.url());
+    let doomed = front.prompt(&workflow(&root(), 3, 10_000), "me");
+    // Whichever worker starts it dies (kill -9), and a fresh one takes its place.
+    for (attempt, next_name) in (1..=2).zip(2..) {
+        let r = look.wait(&doomed, Duration::from_secs(120), |r| r.state == RunState::Running && r.attempts == attempt);
+        let holder = r.worker.unwrap();
+        let i = workers.iter().position(|w| w.lines().iter().any(|l| l.contains(&format!("worker {holder} ")))).unwrap();
+        workers[i].kill9();
+        workers[i] = worker(flow(), dir.path(), &nats.url(), &format!("w{next_name}"), &args);
+    }
+    let history = front.wait_history(std::slice::from_ref(&doomed), Duration::from_secs(120));
+    let entry = &history[&doomed];
+    assert_eq!(entry["status"]["status_str"], "error");
+    let error = entry["status"]["messages"].as_array().unwrap().iter().find(|m| m[0] == "execution_error").unwrap();
+    let message = error[1]["exception_message"].as_str().unwrap();
+    assert!(message.contains("gave up") && message.contains("2 times"), "{message}");
+    assert_eq!(look.record(&doomed).unwrap().state, RunState::Failed);
+    // The queue goes on.
+    let after = front.prompt(&workflow(&root(), 4, 2), "me");
+    let history = front.wait_history(std::slice::from_ref(&after), Duration::from_secs(120));
+    assert_eq!(history[&after]["status"]["status_str"], "success");
+}
+
+#[test]
+fn a_run_computed_on_one_worker_is_a_cache_hit_on_another_and_workers_drain() {
+    let dir = sandbox();
+    let nats = NatsServer::start(&dir.path().join("nats"));
+    std::fs::write(dir.path().join("wf.json"), workflow(&root(), 21, 3).to_string()).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(flow())
+            .args(["run", "--nats", &nats.url()])
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let mut a = worker(flow(), dir.path(), &nats.url(), "a", &["--ack-wait", "5", "--drain-timeout", "1"]);
+    let (code, first) = run(&["wf.json"]);
+    assert_eq!(code, Some(0), "{first}");
+    assert!(first.contains("ran on a (attempt 1)"), "{first}");
+    assert!(first.contains("done in"), "{first}");
+
+    // `flow cluster status` lists the worker and the finished run.
+    let status = std::process::Command::new(flow()).args(["cluster", "status", "--nats", &nats.url(), "--json"]).output().unwrap();
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["workers"][0]["name"], "a", "{status}");
+    assert_eq!(status["workers"][0]["device"], "cpu", "{status}");
+    assert_eq!(status["runs"]["succeeded"], 1, "{status}");
+
+    // SIGTERM: a long run is handed back, the worker leaves the cluster.
+    std::fs::write(dir.path().join("long.json"), workflow(&root(), 22, 10_000).to_string()).unwrap();
+    let mut long = Proc::start(flow(), dir.path(), &["run", "--nats", &nats.url(), "long.json", "--json"]);
+    long.wait_line("\"progress\"", Duration::from_secs(60));
+    assert_eq!(a.terminate(Duration::from_secs(30)), Some(0));
+    let status = std::process::Command::new(flow()).args(["cluster", "status", "--nats", &nats.url(), "--json"]).output().unwrap();
+    let status: Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["workers"], json!([]), "{status}");
+    assert_eq!(status["runs"]["queued"], 1, "{status}");
+
+    // Another worker takes the handed-back run (still its first attempt);
+    // Ctrl-C on the client cancels it there.
+    let _b = worker(flow(), dir.path(), &nats.url(), "b", &["--ack-wait", "5"]);
+    let look = Look::new(&nats.url());
+    let r = look.wait_any_running(Duration::from_secs(60));
+    assert_eq!((r.worker.as_deref(), r.attempts), (Some("b"), 1));
+    assert_eq!(long.terminate(Duration::from_secs(30)), Some(130));
+    look.wait(&r.job.prompt_id, Duration::from_secs(30), |r| r.state == RunState::Interrupted);
+
+    // The first graph again, on the other worker: what it computed comes
+    // from the shared tier; only the file is written again (this worker's
+    // output folder does not have it).
+    let (code, second) = run(&["wf.json", "--json"]);
+    assert_eq!(code, Some(0), "{second}");
+    let events: Vec<Value> = second.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let started: Vec<&Value> = events.iter().filter(|e| e["event"] == "node_started").map(|e| &e["op"]).collect();
+    assert_eq!(started, [&json!("image.save")], "{second}");
+    assert_eq!(events[0]["to_run"], 1, "{second}");
+    assert!(events.iter().any(|e| e["event"] == "node_cached" && e["op"] == "sd.vae_decode"), "{second}");
+}
+
+impl Look {
+    /// Waits for a running run; returns its record.
+    fn wait_any_running(&self, limit: Duration) -> RunRecord {
+        let start = Instant::now();
+        loop {
+            let h = self.cluster.handles.clone();
+            let status = self.cluster.block_on(async move { flow_cluster::status::read(&h, "").await }).unwrap();
+            if let Some(r) = status.in_flight.first() {
+                return self.record(&r.id).unwrap();
+            }
+            assert!(start.elapsed() < limit, "no run is running");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
