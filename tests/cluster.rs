@@ -205,6 +205,17 @@ fn killing_the_front_end_or_restarting_nats_loses_no_run() {
     for id in &ids {
         assert_eq!(history[id]["status"]["status_str"], "success", "{}", history[id]);
     }
+
+    // A front end with none of the first one's files rebuilds the history
+    // from the cluster, images included.
+    let other = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(other.path().join("models")).unwrap();
+    let fresh = FrontEnd::start(flow(), other.path(), &nats.url());
+    let rebuilt = fresh.wait_history(&ids, Duration::from_secs(60));
+    for id in &ids {
+        assert_eq!(rebuilt[id]["status"]["status_str"], "success");
+        assert!(pixels(&fresh.first_image(&rebuilt[id])) == pixels(&front.first_image(&history[id])));
+    }
 }
 
 #[test]
@@ -259,6 +270,10 @@ fn a_run_computed_on_one_worker_is_a_cache_hit_on_another_and_workers_drain() {
     assert_eq!(code, Some(0), "{first}");
     assert!(first.contains("ran on a (attempt 1)"), "{first}");
     assert!(first.contains("done in"), "{first}");
+    // The image it wrote is fetched from the cluster into the same path here.
+    let wrote = first.lines().find_map(|l| l.strip_prefix("wrote ")).unwrap();
+    assert!(wrote.starts_with("output/ComfyUI_"), "{first}");
+    assert_eq!(&std::fs::read(dir.path().join(wrote)).unwrap()[..4], b"\x89PNG");
 
     // `flow cluster status` lists the worker and the finished run.
     let status = std::process::Command::new(flow()).args(["cluster", "status", "--nats", &nats.url(), "--json"]).output().unwrap();

@@ -86,7 +86,7 @@ pub async fn run(h: &Handles, job: &Job, placement: &Placement, watch: Watch<'_>
     // Subscribed before the job is queued, so no event is missed for want of it.
     let mut events = h.client.subscribe(events_subject(&key)).await?;
     let mut record = submit(h, job, placement).await?;
-    let mut updates = h.runs.watch(&key).await.ok();
+    let mut updates = h.runs.watch_with_history(&key).await.ok();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut ticks = 0u64;
     let mut cancel_sent = false;
@@ -119,7 +119,7 @@ pub async fn run(h: &Handles, job: &Job, placement: &Placement, watch: Watch<'_>
                         record = r;
                     }
                     if updates.is_none() {
-                        updates = h.runs.watch(&key).await.ok();
+                        updates = h.runs.watch_with_history(&key).await.ok();
                     }
                 }
             }

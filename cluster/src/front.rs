@@ -48,7 +48,7 @@ impl RemoteRuns for FrontEnd {
         let runs = self.cluster.handles.runs.clone();
         self.cluster.spawn(async move {
             loop {
-                let Ok(mut all) = runs.watch_all().await else {
+                let Ok(mut all) = runs.watch_with_history(">").await else {
                     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
                     continue;
                 };

@@ -3,8 +3,9 @@
 //! run's subject and are shown with the same renderers as a local run.
 //! The summary is made from the worker's record of the run (complete even
 //! if some live events were missed). Ctrl-C cancels the run. Paths in the
-//! graph are the workers' (their `input/` and `output/` folders; outputs
-//! are stored in the cluster and served by `flow serve --nats`).
+//! graph are the workers' (their `input/` and `output/` folders); the files
+//! the run wrote are stored in the cluster and fetched into the same
+//! relative paths here (`output/x.png`).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -116,7 +117,8 @@ pub fn run(args: &GraphArgs, url: &str, json: bool) -> u8 {
     if let Some(error) = &record.error {
         errln!("error: {error}");
     }
-    let files = log.outputs.iter().filter_map(|o| Some((o.node.clone(), o.path.clone()?))).collect();
+    let files: Vec<(String, String)> = log.outputs.iter().filter_map(|o| Some((o.node.clone(), o.path.clone()?))).collect();
+    download(&cluster, &files);
     let order: Vec<String> = log.graph.iter().map(|n| n.id.clone()).collect();
     let Some(report) = report_from(&events, files, &order) else {
         errln!("error: the run ended without a report ({})", record.state.word());
@@ -132,4 +134,25 @@ pub fn run(args: &GraphArgs, url: &str, json: bool) -> u8 {
         return EXIT_FAILED;
     }
     exit_code(&report)
+}
+
+/// Fetches the run's files from the cluster into the same relative paths
+/// here (a path leaving the working folder is not written).
+fn download(cluster: &Cluster, files: &[(String, String)]) {
+    for (_, path) in files {
+        let rel = std::path::Path::new(path);
+        if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+            continue;
+        }
+        let (store, name) = (cluster.handles.files.clone(), path.clone());
+        match cluster.block_on(async move { flow_cluster::files::get(&store, &name).await }) {
+            Ok(Some(bytes)) => {
+                if let Err(e) = flow_engine::files::write_atomic(rel, &bytes) {
+                    errln!("warning: cannot write {path}: {e}");
+                }
+            }
+            Ok(None) => errln!("warning: the cluster does not have {path}"),
+            Err(e) => errln!("warning: {e:#}"),
+        }
+    }
 }
