@@ -35,7 +35,7 @@ pub fn status(url: &str, json: bool) -> u8 {
     let mut workers = Table::new(&["worker", "device", "slots", "running", "done", "models", "up", "last beat"]);
     for w in &status.workers {
         let running = if w.running.is_empty() { "-".to_string() } else { w.running.join(", ") };
-        let models = if w.models.is_empty() { "-".to_string() } else { w.models.join(", ") };
+        let models = models_shown(&w.models);
         let name = if w.draining { format!("{} (draining)", w.name) } else { w.name.clone() };
         workers.row(vec![
             name,
@@ -65,4 +65,36 @@ pub fn status(url: &str, json: bool) -> u8 {
         outln!("  {} on {} (attempt {}){since}", r.id, r.worker, r.attempts);
     }
     EXIT_OK
+}
+
+/// Pool keys (`FINGERPRINT|DEVICE|PART`) shown per model: the start of
+/// its fingerprint and its parts, e.g. `a37ce070 (sd-text-encoder-f32, sd-unet-f32)`.
+fn models_shown(keys: &[String]) -> String {
+    let mut models: Vec<(String, Vec<String>)> = Vec::new();
+    for key in keys {
+        let mut fields = key.split('|');
+        let fingerprint = fields.next().unwrap_or_default();
+        let part = fields.next_back().unwrap_or(fingerprint).to_string();
+        let short: String = fingerprint.chars().take(8).collect();
+        match models.iter_mut().find(|(f, _)| *f == short) {
+            Some((_, parts)) => parts.push(part),
+            None => models.push((short, vec![part])),
+        }
+    }
+    if models.is_empty() {
+        return "-".into();
+    }
+    models.iter().map(|(f, parts)| format!("{f} ({})", parts.join(", "))).collect::<Vec<_>>().join("; ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_are_grouped_by_fingerprint() {
+        let keys = ["a37ce0708cb0|Cpu|sd-vae-f32", "a37ce0708cb0|Cpu|sd-unet-f32", "ffee|Cuda(0)|bert"].map(String::from);
+        assert_eq!(models_shown(&keys), "a37ce070 (sd-vae-f32, sd-unet-f32); ffee (bert)");
+        assert_eq!(models_shown(&[]), "-");
+    }
 }
