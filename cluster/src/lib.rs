@@ -7,6 +7,7 @@
 //!
 //! - [`cluster`]: the connection, the stream, buckets and stores;
 //! - [`names`], [`record`], [`runs`]: subjects and keys, run records, CAS;
+//!   [`transitions`]: how a worker changes a run's record;
 //! - [`jobs`]: placement (device class, model family) and pulling;
 //! - [`follow`]: submitting a run and following it to its end;
 //! - [`front`]: the server's side; [`worker`]: the worker's side;
@@ -23,6 +24,7 @@ pub mod record;
 pub mod runs;
 pub mod shared_cache;
 pub mod status;
+pub mod transitions;
 pub mod worker;
 
 pub use cluster::{Cluster, Settings};

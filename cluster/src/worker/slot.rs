@@ -20,20 +20,11 @@ use crate::follow::PATIENCE;
 use crate::jobs::{classes_for, Puller, IDLE_POLL};
 use crate::names::{cancel_subject, events_subject, parse_job_subject, WAKE};
 use crate::record::{RunRecord, RunState};
+use crate::transitions::{self, Take};
 use crate::runs;
 
 /// How long the acknowledgement of an ended run's job is retried.
 const ACK_PATIENCE: Duration = Duration::from_secs(5);
-
-/// What to do with a job message after reading its run.
-enum Decision {
-    /// The run is this slot's now.
-    Run(Box<RunRecord>),
-    /// Nothing to do (the run ended, or it was ended now): acknowledge.
-    Done,
-    /// Another worker holds the run and is alive: ask again after this long.
-    Later(Duration),
-}
 
 /// Pulls and runs jobs until the worker drains.
 pub fn pull_and_run(worker: &Arc<Worker>) {
@@ -85,56 +76,33 @@ pub fn pull_and_run(worker: &Arc<Worker>) {
 fn take(worker: &Arc<Worker>, message: async_nats::jetstream::Message) -> Result<()> {
     let key = String::from_utf8_lossy(&message.payload).into_owned();
     let family = parse_job_subject(&message.subject).map(|(_, f)| f.to_string()).unwrap_or_default();
+    let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
     let (_, acker) = message.split();
     let acker = Arc::new(acker);
     let me = worker.options.name.clone();
     let h = worker.cluster.handles.clone();
     let settings = worker.cluster.settings.clone();
-    let mut decision = Decision::Done;
+    let mut decision = Take::Ended;
     let now = timestamp();
-    let lease_ms = settings.ack_wait.as_millis() as u64;
     let found = worker.cluster.block_on(runs::update(&h.runs, &key, h.max_payload, PATIENCE, |r| {
-        if r.state.is_terminal() {
-            decision = Decision::Done;
-            return None;
+        decision = transitions::take(r, &me, now, settings.ack_wait, settings.max_attempts);
+        match &decision {
+            Take::Run(next) | Take::End(next) => Some((**next).clone()),
+            Take::Ended | Take::Later(_) => None,
         }
-        if !r.is_free_for(&me, now) {
-            decision = Decision::Later(Duration::from_millis(r.lease_until_ms - now + 500));
-            return None;
-        }
-        let mut next = r.clone();
-        decision = Decision::Done;
-        if r.cancel_requested {
-            next.end_unrun(RunState::Interrupted, "cancelled");
-        } else if r.attempts >= settings.max_attempts {
-            let last = r.worker.as_deref().unwrap_or("a worker");
-            next.end_unrun(
-                RunState::Failed,
-                &format!(
-                    "gave up: the run was started {} times and each time its worker stopped before it \
-                     ended (crashed, killed or cut off; the last one was {last}); a cluster retries a \
-                     run at most {} times",
-                    r.attempts, settings.max_attempts
-                ),
-            );
-        } else {
-            next.state = RunState::Running;
-            next.worker = Some(me.clone());
-            next.attempts += 1;
-            next.lease_until_ms = now + lease_ms;
-            next.started_ms = Some(now);
-            decision = Decision::Run(Box::new(next.clone()));
-        }
-        Some(next)
     }))?;
     if found.is_none() {
         // A job whose run is gone (its record was removed).
         return ack(worker, &acker, AckKind::Term);
     }
     match decision {
-        Decision::Done => ack(worker, &acker, AckKind::Ack),
-        Decision::Later(after) => ack(worker, &acker, AckKind::Nak(Some(after))),
-        Decision::Run(record) => execute(worker, &key, &family, *record, acker),
+        Take::Ended | Take::End(_) => ack(worker, &acker, AckKind::Ack),
+        // A live worker holds the run: this is a second copy of its job (a
+        // front end queued it again); it waits for the run to end, and is
+        // dropped before the stream would keep it undeliverable.
+        Take::Later(_) if delivered + 1 >= settings.max_deliver() => ack(worker, &acker, AckKind::Term),
+        Take::Later(after) => ack(worker, &acker, AckKind::Nak(Some(after))),
+        Take::Run(record) => execute(worker, &key, &family, *record, acker),
     }
 }
 
@@ -212,18 +180,9 @@ fn end(
     let h = worker.cluster.handles.clone();
     let hand_back = worker.lock().running.get(key).is_some_and(|held| held.hand_back);
     if interrupted && hand_back && !user_cancel.load(Ordering::SeqCst) {
-        let handed = worker.cluster.block_on(runs::update(&h.runs, key, h.max_payload, PATIENCE, |r| {
-            if r.worker.as_deref() != Some(me.as_str()) || r.state != RunState::Running {
-                return None;
-            }
-            let mut next = r.clone();
-            next.state = RunState::Queued;
-            next.worker = None;
-            next.lease_until_ms = 0;
-            next.attempts = next.attempts.saturating_sub(1);
-            next.started_ms = None;
-            Some(next)
-        }))?;
+        let handed = worker
+            .cluster
+            .block_on(runs::update(&h.runs, key, h.max_payload, PATIENCE, |r| transitions::hand_back(r, &me)))?;
         if handed.is_some_and(|(_, _, changed)| changed) {
             return ack(worker, acker, AckKind::Nak(None));
         }
@@ -248,17 +207,9 @@ fn end(
     } else {
         RunState::Failed
     };
+    let now = timestamp();
     let ended = worker.cluster.block_on(runs::update(&h.runs, key, h.max_payload, PATIENCE, |r| {
-        if r.worker.as_deref() != Some(me.as_str()) || r.state != RunState::Running {
-            return None;
-        }
-        let mut next = r.clone();
-        next.state = state;
-        next.finished_ms = Some(timestamp());
-        next.error = record.error.clone();
-        next.entry = Some(entry.clone());
-        next.record = Some(record.clone());
-        Some(next)
+        transitions::end(r, &me, state, &entry, &record, now)
     }))?;
     if ended.is_some_and(|(_, _, changed)| changed) {
         let acker = Arc::clone(acker);
@@ -291,14 +242,9 @@ async fn keep_alive(worker: Arc<Worker>, key: String, acker: Arc<Acker>, cancel:
         let mut taken_over = false;
         let mut cancelled = false;
         let renewed = runs::update(&h.runs, &key, h.max_payload, every, |r| {
-            if r.worker.as_deref() != Some(me.as_str()) || r.state != RunState::Running {
-                taken_over = true;
-                return None;
-            }
+            taken_over = !transitions::holds(r, &me);
             cancelled = r.cancel_requested;
-            let mut next = r.clone();
-            next.lease_until_ms = timestamp() + lease_ms;
-            Some(next)
+            transitions::renew(r, &me, timestamp() + lease_ms)
         })
         .await;
         if matches!(renewed, Ok(None)) || taken_over {
