@@ -314,6 +314,22 @@ fn a_run_computed_on_one_worker_is_a_cache_hit_on_another_and_workers_drain() {
 }
 
 impl Look {
+    /// Every run's record.
+    fn all(&self) -> Vec<RunRecord> {
+        let h = self.cluster.handles.clone();
+        self.cluster.block_on(async move {
+            use futures_util::StreamExt;
+            let mut out = Vec::new();
+            let mut keys = h.runs.keys().await.unwrap();
+            while let Some(Ok(key)) = keys.next().await {
+                if let Some((r, _)) = runs::read(&h.runs, &key).await.unwrap() {
+                    out.push(r);
+                }
+            }
+            out
+        })
+    }
+
     /// Waits for a running run; returns its record.
     fn wait_any_running(&self, limit: Duration) -> RunRecord {
         let start = Instant::now();
@@ -327,4 +343,66 @@ impl Look {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+#[test]
+fn a_worker_takes_first_the_jobs_whose_models_it_holds() {
+    let dir = sandbox();
+    let models = dir.path().join("models/checkpoints");
+    std::fs::copy(models.join("tiny-sd15-s1.safetensors"), models.join("other.safetensors")).unwrap();
+    let nats = NatsServer::start(&dir.path().join("nats"));
+    let _w = worker(flow(), dir.path(), &nats.url(), "w", &["--ack-wait", "5"]);
+    let write = |name: &str, ckpt: &str, seed: u64, steps: u64| {
+        let mut wf = workflow(&root(), seed, steps);
+        wf["4"]["inputs"]["ckpt_name"] = json!(ckpt);
+        std::fs::write(dir.path().join(name), wf.to_string()).unwrap();
+    };
+    let url = nats.url();
+    let submit = |name: &str, json: bool| {
+        let mut args = vec!["run", "--nats", &url, name];
+        if json {
+            args.push("--json");
+        }
+        Proc::start(flow(), dir.path(), &args)
+    };
+    // The worker runs one graph on the tiny checkpoint: its models stay in memory.
+    write("a0.json", "tiny-sd15-s1.safetensors", 1, 2);
+    assert_eq!(submit("a0.json", false).wait(), Some(0));
+    // While it runs a long one, two jobs for another checkpoint queue up
+    // first, then one for the tiny checkpoint.
+    write("long.json", "tiny-sd15-s1.safetensors", 2, 10_000);
+    let mut long = submit("long.json", true);
+    long.wait_line("\"progress\"", Duration::from_secs(60));
+    let look = Look::new(&nats.url());
+    let queued = |n: usize| {
+        let start = Instant::now();
+        while look.all().iter().filter(|r| r.state == RunState::Queued).count() < n {
+            assert!(start.elapsed() < Duration::from_secs(30));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    write("b1.json", "other.safetensors", 3, 2);
+    write("b2.json", "other.safetensors", 4, 2);
+    write("a1.json", "tiny-sd15-s1.safetensors", 5, 2);
+    let mut waiting = vec![submit("b1.json", false), submit("b2.json", false)];
+    queued(2);
+    waiting.push(submit("a1.json", false));
+    queued(3);
+    assert_eq!(long.terminate(Duration::from_secs(30)), Some(130));
+    for mut p in waiting {
+        assert_eq!(p.wait(), Some(0), "{:?}", p.lines());
+    }
+    let started = |ckpt: &str| -> Vec<u64> {
+        let mut s: Vec<u64> = look
+            .all()
+            .iter()
+            .filter(|r| r.state == RunState::Succeeded && r.job.prompt.to_string().contains(ckpt))
+            .filter_map(|r| r.started_ms)
+            .collect();
+        s.sort();
+        s
+    };
+    let (a, b) = (started("tiny-sd15-s1"), started("other.safetensors"));
+    assert_eq!((a.len(), b.len()), (2, 2));
+    assert!(a[1] < b[0], "the job for the models in memory ran first: tiny {a:?}, other {b:?}");
 }

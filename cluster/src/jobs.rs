@@ -66,6 +66,25 @@ pub fn classes_for(device: DeviceChoice) -> Vec<&'static str> {
     }
 }
 
+/// The subjects of `found` (subject, jobs on it) that a worker pulling
+/// `classes` can run, best first: the families in `resident` (in its
+/// order: their models are in the worker's memory), then by device class
+/// in `classes`' order, the fullest subject first.
+pub fn rank(found: &[(String, usize)], classes: &[&str], resident: &[String]) -> Vec<String> {
+    let mut ranked: Vec<_> = found
+        .iter()
+        .filter(|(_, count)| *count > 0)
+        .filter_map(|(subject, count)| {
+            let (class, family) = parse_job_subject(subject)?;
+            let class_rank = classes.iter().position(|c| *c == class)?;
+            let family_rank = resident.iter().position(|f| f == family).unwrap_or(resident.len());
+            Some(((family_rank, class_rank, usize::MAX - count), subject.clone()))
+        })
+        .collect();
+    ranked.sort();
+    ranked.into_iter().map(|(_, s)| s).collect()
+}
+
 /// Queues the job of run `key` on `subject`; a second publish of the same
 /// key within the stream's duplicate window is dropped by the server.
 pub async fn publish(js: &jetstream::Context, subject: String, key: &str) -> Result<()> {
@@ -93,27 +112,14 @@ impl Puller {
         Ok(Puller { stream, classes, settings, consumers: HashMap::new() })
     }
 
-    /// Subjects holding jobs this worker can run, best first: families in
-    /// `resident` (in its order), then the device classes in order, the
-    /// fullest subject first.
+    /// Subjects holding jobs this worker can run, best first (see [`rank`]).
     async fn candidates(&self, resident: &[String]) -> Result<Vec<String>> {
         let mut info = self.stream.info_with_subjects(JOB_SUBJECTS).await?;
         let mut found: Vec<(String, usize)> = Vec::new();
         while let Some(item) = info.next().await {
-            let (subject, count) = item?;
-            if count > 0 {
-                found.push((subject, count));
-            }
+            found.push(item?);
         }
-        let rank = |subject: &str, count: usize| {
-            let (class, family) = parse_job_subject(subject)?;
-            let class_rank = self.classes.iter().position(|c| *c == class)?;
-            let family_rank = resident.iter().position(|f| f == family).unwrap_or(resident.len());
-            Some((family_rank, class_rank, usize::MAX - count))
-        };
-        let mut ranked: Vec<_> = found.iter().filter_map(|(s, n)| Some((rank(s, *n)?, s.clone()))).collect();
-        ranked.sort();
-        Ok(ranked.into_iter().map(|(_, s)| s).collect())
+        Ok(rank(&found, &self.classes, resident))
     }
 
     async fn consumer(&mut self, subject: &str) -> Result<PullConsumer> {
@@ -192,5 +198,24 @@ mod tests {
         assert_eq!((cuda.device.as_str(), cuda.subject()), ("cuda", format!("flow.jobs.cuda.{}", a.family)));
         assert_eq!(classes_for(DeviceChoice::Cuda(1)), ["cuda", "any"]);
         assert_eq!(classes_for(DeviceChoice::Cpu), ["any"]);
+    }
+
+    #[test]
+    fn resident_families_first_then_device_class_then_the_fullest() {
+        let found: Vec<(String, usize)> = [
+            ("flow.jobs.any.f1", 5),
+            ("flow.jobs.any.f2", 1),
+            ("flow.jobs.cuda.f3", 1),
+            ("flow.jobs.cuda.f2", 0),
+            ("flow.jobs.any.none", 9),
+        ]
+        .map(|(s, n)| (s.to_string(), n))
+        .into();
+        let resident = ["f2".to_string()];
+        assert_eq!(rank(&found, &["any"], &resident), ["flow.jobs.any.f2", "flow.jobs.any.none", "flow.jobs.any.f1"]);
+        assert_eq!(
+            rank(&found, &["cuda", "any"], &[]),
+            ["flow.jobs.cuda.f3", "flow.jobs.any.none", "flow.jobs.any.f1", "flow.jobs.any.f2"]
+        );
     }
 }

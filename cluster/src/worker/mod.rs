@@ -11,7 +11,7 @@ mod heartbeat;
 mod slot;
 mod tap;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ pub use heartbeat::{host_name, WorkerInfo};
 use crate::cluster::Cluster;
 use crate::names::bucket_key;
 
-/// Families remembered as resident (their jobs are pulled first).
+/// Families remembered (their jobs are pulled first while their models stay in the pool).
 const RESIDENT_FAMILIES: usize = 4;
 
 /// How a worker runs.
@@ -54,7 +54,9 @@ struct Held {
 #[derive(Default)]
 struct State {
     running: BTreeMap<String, Held>,
-    families: VecDeque<String>,
+    /// Model families run lately, most recent first, with the pool keys of
+    /// the models their runs loaded.
+    families: VecDeque<(String, BTreeSet<String>)>,
     finished: u64,
 }
 
@@ -86,7 +88,7 @@ impl Worker {
             device: self.executor.engine.resolve_device(self.options.device).to_string(),
             slots: self.options.slots,
             running: s.running.values().map(|h| h.id.clone()).collect(),
-            families: s.families.iter().cloned().collect(),
+            families: s.families.iter().map(|(f, _)| f.clone()).collect(),
             models: self.executor.engine.models().resident_keys(),
             finished: s.finished,
             started_ms: self.started_ms,
@@ -95,15 +97,25 @@ impl Worker {
         }
     }
 
-    /// Families this worker ran lately, most recent first.
+    /// Families whose models are in this worker's pool, most recent first.
     fn resident(&self) -> Vec<String> {
-        self.lock().families.iter().cloned().collect()
+        let pool: BTreeSet<String> = self.executor.engine.models().resident_keys().into_iter().collect();
+        self.lock()
+            .families
+            .iter()
+            .filter(|(_, keys)| !keys.is_empty() && keys.is_subset(&pool))
+            .map(|(f, _)| f.clone())
+            .collect()
     }
 
-    fn remember_family(&self, family: &str) {
+    /// A run of `family` ended; `loaded` are the pool keys that appeared
+    /// while it ran (its models, unless they were in the pool already).
+    fn remember_family(&self, family: &str, loaded: BTreeSet<String>) {
         let mut s = self.lock();
-        s.families.retain(|f| f != family);
-        s.families.push_front(family.to_string());
+        let mut keys = s.families.iter().find(|(f, _)| f == family).map(|(_, k)| k.clone()).unwrap_or_default();
+        keys.extend(loaded);
+        s.families.retain(|(f, _)| f != family);
+        s.families.push_front((family.to_string(), keys));
         s.families.truncate(RESIDENT_FAMILIES);
     }
 

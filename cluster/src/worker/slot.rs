@@ -1,5 +1,6 @@
 //! One slot of a worker: pull a job, take its run, run it, end it.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -144,7 +145,10 @@ fn execute(worker: &Arc<Worker>, key: &str, family: &str, record: RunRecord, ack
     if let Err(e) = fetch_inputs(worker, &job) {
         eprintln!("flow worker: {e:#}");
     }
+    let pool = worker.executor.engine.models();
+    let before: BTreeSet<String> = pool.resident_keys().into_iter().collect();
     let (entry, interrupted) = worker.executor.run(&job, cancel, Some(tap.clone()));
+    let loaded: BTreeSet<String> = pool.resident_keys().into_iter().filter(|k| !before.contains(k)).collect();
     worker.cluster.block_on(tap.flush());
     keepalive.abort();
     listening.abort();
@@ -155,7 +159,7 @@ fn execute(worker: &Arc<Worker>, key: &str, family: &str, record: RunRecord, ack
     s.running.remove(key);
     s.finished += 1;
     drop(s);
-    worker.remember_family(family);
+    worker.remember_family(family, loaded);
     result
 }
 
