@@ -21,6 +21,8 @@ pub const MAX_HISTORY: usize = 10_000;
 struct Running {
     job: Job,
     cancel: CancelToken,
+    /// Handed to a cluster and not started by a worker yet: shown as queued.
+    waiting: bool,
 }
 
 #[derive(Default)]
@@ -178,7 +180,7 @@ impl Queue {
             if !inner.pending.is_empty() {
                 let (job, _) = inner.pending.remove(0);
                 let cancel = CancelToken::new();
-                inner.running.insert(job.prompt_id.clone(), Running { job: job.clone(), cancel: cancel.clone() });
+                inner.running.insert(job.prompt_id.clone(), Running { job: job.clone(), cancel: cancel.clone(), waiting: false });
                 self.hub.status(inner.remaining());
                 return Some((job, cancel));
             }
@@ -215,6 +217,14 @@ impl Queue {
         let mut inner = self.lock();
         inner.running.remove(id);
         self.hub.status(inner.remaining());
+    }
+
+    /// Marks a taken prompt as waiting for a cluster's worker (shown as
+    /// queued), or as started.
+    pub fn set_waiting(&self, id: &str, waiting: bool) {
+        if let Some(r) = self.lock().running.get_mut(id) {
+            r.waiting = waiting;
+        }
     }
 
     /// Removes pending prompts by id (running ones are not touched: use
@@ -270,7 +280,8 @@ impl Queue {
     pub fn find(&self, id: &str) -> Option<Listed> {
         let inner = self.lock();
         if let Some(r) = inner.running.get(id) {
-            return Some(Listed { id: id.to_string(), job: Some(r.job.clone()), phase: Phase::Running });
+            let phase = if r.waiting { Phase::Queued } else { Phase::Running };
+            return Some(Listed { id: id.to_string(), job: Some(r.job.clone()), phase });
         }
         if let Some((j, _)) = inner.pending.iter().find(|(j, _)| j.prompt_id == id) {
             return Some(Listed { id: id.to_string(), job: Some(j.clone()), phase: Phase::Queued });
@@ -291,7 +302,7 @@ impl Queue {
         let running = inner.running.iter().map(|(id, r)| Listed {
             id: id.clone(),
             job: Some(r.job.clone()),
-            phase: Phase::Running,
+            phase: if r.waiting { Phase::Queued } else { Phase::Running },
         });
         let finished = inner.history.values().rev().map(|(id, e)| Listed {
             id: id.clone(),
@@ -309,9 +320,10 @@ impl Queue {
     /// ComfyUI's `GET /queue`: running and pending queue items.
     pub fn snapshot(&self) -> (Vec<Value>, Vec<Value>) {
         let inner = self.lock();
+        let waiting = inner.running.values().filter(|r| r.waiting).map(|r| r.job.queue_item());
         (
-            inner.running.values().map(|r| r.job.queue_item()).collect(),
-            inner.pending.iter().map(|(j, _)| j.queue_item()).collect(),
+            inner.running.values().filter(|r| !r.waiting).map(|r| r.job.queue_item()).collect(),
+            waiting.chain(inner.pending.iter().map(|(j, _)| j.queue_item())).collect(),
         )
     }
 
@@ -436,6 +448,23 @@ mod tests {
         let (q2, _) = Queue::restore(Store::open(dir.path()).unwrap(), Hub::new());
         assert_eq!(q2.snapshot().1.len(), 1);
         assert!(q2.history(None, None).is_empty());
+    }
+
+    #[test]
+    fn a_run_waiting_for_a_cluster_worker_shows_as_queued() {
+        let dir = tempfile::tempdir().unwrap();
+        let (q, _) = Queue::restore(Store::open(dir.path()).unwrap(), Hub::new());
+        q.submit(job("a", 1.0)).unwrap().unwrap();
+        q.submit(job("b", 2.0)).unwrap().unwrap();
+        let (a, _) = q.take().unwrap();
+        q.set_waiting(&a.prompt_id, true);
+        let (running, pending) = q.snapshot();
+        assert_eq!((running.len(), pending.len()), (0, 2));
+        assert!(matches!(q.find("a").unwrap().phase, Phase::Queued));
+        q.set_waiting("a", false);
+        assert!(matches!(q.find("a").unwrap().phase, Phase::Running));
+        assert_eq!(q.snapshot().0.len(), 1);
+        assert_eq!(q.remaining(), 2);
     }
 
     #[test]

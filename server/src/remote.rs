@@ -60,11 +60,14 @@ pub trait RemoteRuns: Send + Sync {
     fn share_input(&self, subfolder: &str, name: &str, bytes: &[u8]);
 }
 
-/// Feeds a run's reporter (ComfyUI messages) and live log (native API).
+/// Feeds a run's reporter (ComfyUI messages) and live log (native API);
+/// the run counts as queued until a worker starts it.
 struct Forward {
     reporter: Arc<Reporter>,
     log: Arc<crate::runlog::RunLog>,
     to_client: flow_engine::EventSink,
+    queue: Arc<Queue>,
+    id: String,
 }
 
 impl RunListener for Forward {
@@ -73,6 +76,9 @@ impl RunListener for Forward {
     }
 
     fn event(&self, event: Event) {
+        if matches!(event, Event::RunStarted { .. }) {
+            self.queue.set_waiting(&self.id, false);
+        }
         // The run's `run_finished` comes with the worker's record.
         if !matches!(event, Event::RunFinished { .. }) {
             self.log.push(&event);
@@ -86,7 +92,7 @@ impl RunListener for Forward {
 pub fn follow(
     executor: &Executor,
     remote: &dyn RemoteRuns,
-    queue: &Queue,
+    queue: &Arc<Queue>,
     job: &Job,
     cancel: &CancelToken,
 ) -> (HistoryEntry, bool) {
@@ -97,7 +103,14 @@ pub fn follow(
     let log = executor.runs.start(&job.prompt_id, graph_info(&prepared.graph));
     let reporter = Reporter::new(executor.hub.clone(), job, &prepared, Arc::clone(&executor.workspace));
     let to_client = reporter.sink();
-    let forward = Arc::new(Forward { reporter: Arc::clone(&reporter), log: Arc::clone(&log), to_client });
+    queue.set_waiting(&job.prompt_id, true);
+    let forward = Arc::new(Forward {
+        reporter: Arc::clone(&reporter),
+        log: Arc::clone(&log),
+        to_client,
+        queue: Arc::clone(queue),
+        id: job.prompt_id.clone(),
+    });
     let stopping = || queue.stopping();
     let Some(finished) = remote.execute(job, &prepared.graph, forward.clone(), cancel, &stopping) else {
         // The server stops: the run stays queued here and goes on in the cluster.
