@@ -49,13 +49,10 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use flow_cluster::names::run_key;
-use flow_cluster::record::{RunRecord, RunState};
-use flow_cluster::{runs, Cluster, Settings};
+use flow_cluster::record::RunState;
 use serde_json::Value;
 use tungstenite::{Message, WebSocket};
 
@@ -68,7 +65,7 @@ mod comfy_sandbox;
 #[path = "../tests/common/cluster_procs.rs"]
 mod cluster_procs;
 
-use cluster_procs::{worker, workflow, FrontEnd, Proc};
+use cluster_procs::{worker, workflow, FrontEnd, Look, Proc};
 use comfy_sandbox::{root, sandbox};
 use nats::NatsServer;
 
@@ -140,35 +137,6 @@ fn read_loop(ws: &mut WebSocket<TcpStream>, tx: &Sender<Value>) {
             if tx.send(v).is_err() {
                 return;
             }
-        }
-    }
-}
-
-/// A client of the cluster's runs bucket.
-struct Look {
-    cluster: Arc<Cluster>,
-}
-
-impl Look {
-    fn new(url: &str) -> Look {
-        Look { cluster: Cluster::connect(url, Settings::default()).expect("connecting to nats") }
-    }
-
-    fn record(&self, id: &str) -> Option<RunRecord> {
-        let h = self.cluster.handles.clone();
-        let key = run_key(id);
-        self.cluster.block_on(async move { runs::read(&h.runs, &key).await }).unwrap().map(|(r, _)| r)
-    }
-
-    /// Polls run `id`'s record every 10 ms until `done` holds; returns it.
-    fn wait(&self, id: &str, limit: Duration, done: impl Fn(&RunRecord) -> bool) -> RunRecord {
-        let start = Instant::now();
-        loop {
-            if let Some(r) = self.record(id).filter(|r| done(r)) {
-                return r;
-            }
-            assert!(start.elapsed() < limit, "run {id} did not get there: {:?}", self.record(id).map(|r| r.state));
-            std::thread::sleep(Duration::from_millis(10));
         }
     }
 }

@@ -6,12 +6,9 @@
 //! at 64×64.
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flow_cluster::names::run_key;
-use flow_cluster::record::{RunRecord, RunState};
-use flow_cluster::{runs, Cluster, Settings};
+use flow_cluster::record::RunState;
 use serde_json::{json, Value};
 
 #[path = "common/nats.rs"]
@@ -23,41 +20,12 @@ mod comfy_sandbox;
 #[path = "common/cluster_procs.rs"]
 mod cluster_procs;
 
-use cluster_procs::{worker, workflow, FrontEnd, Proc};
+use cluster_procs::{worker, workflow, FrontEnd, Look, Proc};
 use comfy_sandbox::{root, sandbox};
 use nats::NatsServer;
 
 fn flow() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_flow"))
-}
-
-/// A client of the cluster's buckets, to look at run records.
-struct Look {
-    cluster: Arc<Cluster>,
-}
-
-impl Look {
-    fn new(url: &str) -> Look {
-        Look { cluster: Cluster::connect(url, Settings::default()).unwrap() }
-    }
-
-    fn record(&self, id: &str) -> Option<RunRecord> {
-        let h = self.cluster.handles.clone();
-        let key = run_key(id);
-        self.cluster.block_on(async move { runs::read(&h.runs, &key).await }).unwrap().map(|(r, _)| r)
-    }
-
-    /// Waits until run `id`'s record satisfies `done`; returns it.
-    fn wait(&self, id: &str, limit: Duration, done: impl Fn(&RunRecord) -> bool) -> RunRecord {
-        let start = Instant::now();
-        loop {
-            if let Some(r) = self.record(id).filter(|r| done(r)) {
-                return r;
-            }
-            assert!(start.elapsed() < limit, "run {id} did not get there: {:?}", self.record(id).map(|r| r.state));
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
 }
 
 /// The decoded pixels of a PNG.
@@ -114,6 +82,13 @@ fn thirty_runs_from_three_clients_on_three_workers_match_one_process() {
         images.insert(*seed, pixels(&front.first_image(&history[id])));
     }
     assert!(by_worker.len() >= 2, "the runs were not spread: {by_worker:?}");
+    // Following runs leaves no consumer per run on the server (it caps them):
+    // the front end's one watch of the runs bucket serves all its followers.
+    let h = look.cluster.handles.clone();
+    let consumers = look.cluster.block_on(async move {
+        h.js.get_stream("KV_flow-runs").await.unwrap().info().await.unwrap().state.consumer_count
+    });
+    assert!(consumers <= 2, "{consumers} consumers on the runs bucket");
     // Every run's name is its own (SaveImage numbers are shared by the workers).
     let names: std::collections::BTreeSet<String> =
         all.iter().map(|id| history[id]["outputs"]["9"]["images"][0]["filename"].as_str().unwrap().to_string()).collect();
@@ -255,6 +230,15 @@ fn a_run_that_takes_down_every_worker_fails_after_its_attempts_and_the_queue_goe
     let after = front.prompt(&workflow(&root(), 4, 2), "me");
     let history = front.wait_history(std::slice::from_ref(&after), Duration::from_secs(120));
     assert_eq!(history[&after]["status"]["status_str"], "success");
+
+    // ComfyUI's interrupt of one prompt reaches the worker running it.
+    let long = front.prompt(&workflow(&root(), 5, 10_000), "me");
+    look.wait(&long, Duration::from_secs(60), |r| r.state == RunState::Running);
+    ureq::post(&front.url("/interrupt")).send_json(json!({ "prompt_id": long })).unwrap();
+    let history = front.wait_history(std::slice::from_ref(&long), Duration::from_secs(60));
+    let messages = history[&long]["status"]["messages"].as_array().unwrap();
+    assert!(messages.iter().any(|m| m[0] == "execution_interrupted"), "{}", history[&long]);
+    assert_eq!(look.record(&long).unwrap().state, RunState::Interrupted);
 }
 
 #[test]
@@ -317,38 +301,6 @@ fn a_run_computed_on_one_worker_is_a_cache_hit_on_another_and_workers_drain() {
     assert_eq!(started, [&json!("image.save")], "{second}");
     assert_eq!(events[0]["to_run"], 1, "{second}");
     assert!(events.iter().any(|e| e["event"] == "node_cached" && e["op"] == "sd.vae_decode"), "{second}");
-}
-
-impl Look {
-    /// Every run's record.
-    fn all(&self) -> Vec<RunRecord> {
-        let h = self.cluster.handles.clone();
-        self.cluster.block_on(async move {
-            use futures_util::StreamExt;
-            let mut out = Vec::new();
-            let mut keys = h.runs.keys().await.unwrap();
-            while let Some(Ok(key)) = keys.next().await {
-                if let Some((r, _)) = runs::read(&h.runs, &key).await.unwrap() {
-                    out.push(r);
-                }
-            }
-            out
-        })
-    }
-
-    /// Waits for a running run; returns its record.
-    fn wait_any_running(&self, limit: Duration) -> RunRecord {
-        let start = Instant::now();
-        loop {
-            let h = self.cluster.handles.clone();
-            let status = self.cluster.block_on(async move { flow_cluster::status::read(&h, "").await }).unwrap();
-            if let Some(r) = status.in_flight.first() {
-                return self.record(&r.id).unwrap();
-            }
-            assert!(start.elapsed() < limit, "no run is running");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
 }
 
 #[test]

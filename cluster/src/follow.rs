@@ -19,6 +19,7 @@ use crate::jobs::{publish, Placement};
 use crate::names::{cancel_subject, events_subject, run_key, WAKE};
 use crate::record::{RunRecord, RunState};
 use crate::runs::{self, Created};
+use crate::watcher::{Following, RunWatcher};
 
 /// Header of event messages saying what they hold.
 pub const KIND_HEADER: &str = "Flow-Kind";
@@ -73,6 +74,9 @@ pub async fn request_cancel(h: &Handles, key: &str) -> Result<()> {
 pub struct Watch<'a> {
     /// Hears the run's events.
     pub listener: Option<Arc<dyn RunListener>>,
+    /// The process's shared watch of the runs bucket, if it has one (else
+    /// the run gets a watch of its own).
+    pub shared: Option<&'a Arc<RunWatcher>>,
     /// True once the run should be cancelled.
     pub cancelled: &'a (dyn Fn() -> bool + Sync),
     /// True when the follower stops (the run goes on): following ends with `None`.
@@ -83,10 +87,13 @@ pub struct Watch<'a> {
 /// when `stopping` said so first.
 pub async fn run(h: &Handles, job: &Job, placement: &Placement, watch: Watch<'_>) -> Result<Option<RunRecord>> {
     let key = run_key(&job.prompt_id);
-    // Subscribed before the job is queued, so no event is missed for want of it.
+    // Subscribed before the job is queued, so nothing is missed for want of it.
     let mut events = h.client.subscribe(events_subject(&key)).await?;
+    let mut updates = match watch.shared {
+        Some(watcher) => Updates::Shared(watcher.follow(&key)),
+        None => Updates::Own(h.runs.watch_with_history(&key).await.ok()),
+    };
     let mut record = submit(h, job, placement).await?;
-    let mut updates = h.runs.watch_with_history(&key).await.ok();
     let mut tick = tokio::time::interval(Duration::from_millis(100));
     let mut ticks = 0u64;
     let mut cancel_sent = false;
@@ -96,14 +103,7 @@ pub async fn run(h: &Handles, job: &Job, placement: &Placement, watch: Watch<'_>
             Some(message) = events.next() => {
                 saw_end |= deliver(&watch, &message.headers, &message.payload);
             }
-            update = next_update(&mut updates) => match update {
-                Some(entry) => {
-                    if let Ok(r) = serde_json::from_slice::<RunRecord>(&entry.value) {
-                        record = r;
-                    }
-                }
-                None => updates = None,
-            },
+            Some(r) = updates.next() => record = r,
             _ = tick.tick() => {
                 ticks += 1;
                 if (watch.cancelled)() && !cancel_sent {
@@ -113,13 +113,14 @@ pub async fn run(h: &Handles, job: &Job, placement: &Placement, watch: Watch<'_>
                     cancel_sent = true;
                     request_cancel(h, &key).await?;
                 }
-                // The watch may have ended (the NATS server restarted): read, and watch again.
-                if ticks.is_multiple_of(20) || updates.is_none() && ticks.is_multiple_of(5) {
+                // A watch may have ended (the NATS server restarted): read, and watch again.
+                let lost = matches!(updates, Updates::Own(None));
+                if ticks.is_multiple_of(20) || lost && ticks.is_multiple_of(5) {
                     if let Ok(Some((r, _))) = runs::read(&h.runs, &key).await {
                         record = r;
                     }
-                    if updates.is_none() {
-                        updates = h.runs.watch_with_history(&key).await.ok();
+                    if lost {
+                        updates = Updates::Own(h.runs.watch_with_history(&key).await.ok());
                     }
                 }
             }
@@ -144,15 +145,42 @@ pub async fn run(h: &Handles, job: &Job, placement: &Placement, watch: Watch<'_>
     Ok(Some(record))
 }
 
-async fn next_update(
-    updates: &mut Option<async_nats::jetstream::kv::Watch>,
-) -> Option<async_nats::jetstream::kv::Entry> {
-    match updates {
-        Some(w) => match w.next().await {
-            Some(Ok(entry)) => Some(entry),
-            _ => None,
-        },
-        None => std::future::pending().await,
+/// Where a follower hears of changes to its run's record.
+enum Updates {
+    /// A watch of its own (none while it cannot be made).
+    Own(Option<async_nats::jetstream::kv::Watch>),
+    /// The process's shared watch.
+    Shared(Following),
+}
+
+impl Updates {
+    /// The next record; never returns `None` but when a watch of its own
+    /// ended (it is then dropped, to be made again).
+    async fn next(&mut self) -> Option<RunRecord> {
+        loop {
+            match self {
+                Updates::Own(Some(w)) => match w.next().await {
+                    Some(Ok(entry)) => {
+                        if let Ok(r) = serde_json::from_slice::<RunRecord>(&entry.value) {
+                            return Some(r);
+                        }
+                    }
+                    _ => {
+                        *self = Updates::Own(None);
+                        return None;
+                    }
+                },
+                Updates::Own(None) => std::future::pending::<()>().await,
+                Updates::Shared(f) => {
+                    if f.records.changed().await.is_err() {
+                        std::future::pending::<()>().await;
+                    }
+                    if let Some(r) = f.records.borrow_and_update().clone() {
+                        return Some(r);
+                    }
+                }
+            }
+        }
     }
 }
 

@@ -2,7 +2,9 @@
 //! hands every prompt to the cluster, follows it through its events and
 //! record, and serves the files the workers stored. Runs the cluster
 //! knows and the server does not (submitted by `flow run --nats`, or while
-//! this front end was down) join its queue or history.
+//! this front end was down) join its queue or history. One watch of the
+//! runs bucket serves all of this: it adopts unknown runs and tells each
+//! follower of its run's changes.
 
 use std::sync::Arc;
 
@@ -20,16 +22,19 @@ use crate::follow::{self, Watch, PATIENCE};
 use crate::jobs::Placement;
 use crate::record::{RunRecord, RunState};
 use crate::runs;
+use crate::watcher::RunWatcher;
 
 /// A server's link to its cluster.
 pub struct FrontEnd {
     cluster: Arc<Cluster>,
+    /// The one watch of the runs bucket its followers share.
+    watcher: Arc<RunWatcher>,
 }
 
 impl FrontEnd {
     /// A front end of `cluster`.
     pub fn new(cluster: Arc<Cluster>) -> Arc<FrontEnd> {
-        Arc::new(FrontEnd { cluster })
+        Arc::new(FrontEnd { cluster, watcher: RunWatcher::new() })
     }
 }
 
@@ -46,6 +51,7 @@ fn finished(mut record: RunRecord) -> Finished {
 impl RemoteRuns for FrontEnd {
     fn attach(&self, queue: Arc<Queue>, logs: Arc<RunLogs>) {
         let runs = self.cluster.handles.runs.clone();
+        let watcher = Arc::clone(&self.watcher);
         self.cluster.spawn(async move {
             loop {
                 let Ok(mut all) = runs.watch_with_history(">").await else {
@@ -54,6 +60,7 @@ impl RemoteRuns for FrontEnd {
                 };
                 while let Some(Ok(entry)) = all.next().await {
                     let Ok(record) = serde_json::from_slice::<RunRecord>(&entry.value) else { continue };
+                    watcher.changed(&entry.key, &record);
                     adopt(&queue, &logs, record);
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(200)).await;
@@ -71,7 +78,7 @@ impl RemoteRuns for FrontEnd {
     ) -> Option<Finished> {
         let placement = Placement::of(graph);
         let cancelled = || cancel.is_cancelled();
-        let watch = Watch { listener: Some(listener), cancelled: &cancelled, stopping };
+        let watch = Watch { listener: Some(listener), shared: Some(&self.watcher), cancelled: &cancelled, stopping };
         let h = self.cluster.handles.clone();
         match self.cluster.block_on(follow::run(&h, job, &placement, watch)) {
             Ok(Some(record)) => Some(finished(record)),

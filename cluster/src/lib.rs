@@ -9,7 +9,8 @@
 //! - [`names`], [`record`], [`runs`]: subjects and keys, run records, CAS;
 //!   [`transitions`]: how a worker changes a run's record;
 //! - [`jobs`]: placement (device class, model family) and pulling;
-//! - [`follow`]: submitting a run and following it to its end;
+//! - [`follow`]: submitting a run and following it to its end; [`watcher`]:
+//!   one watch of the runs bucket for all of a front end's followers;
 //! - [`front`]: the server's side; [`worker`]: the worker's side;
 //! - [`files`]: output and input files; [`shared_cache`]: the cache tier;
 //! - [`status`]: what `flow cluster status` shows.
@@ -25,6 +26,7 @@ pub mod runs;
 pub mod shared_cache;
 pub mod status;
 pub mod transitions;
+pub mod watcher;
 pub mod worker;
 
 pub use cluster::{Cluster, Settings};

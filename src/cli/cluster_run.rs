@@ -96,7 +96,7 @@ pub fn run(args: &GraphArgs, url: &str, json: bool) -> u8 {
     let shown = Arc::new(Shown { sink: if json { json_sink() } else { human_sink() }, seen_end: Mutex::new(false) });
     let cancelled = || cancel.is_cancelled();
     let never = || false;
-    let watch = Watch { listener: Some(shown.clone()), cancelled: &cancelled, stopping: &never };
+    let watch = Watch { listener: Some(shown.clone()), shared: None, cancelled: &cancelled, stopping: &never };
     let h = cluster.handles.clone();
     let record = match cluster.block_on(follow::run(&h, &job, &placement, watch)) {
         Ok(Some(r)) => r,

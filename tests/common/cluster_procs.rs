@@ -204,3 +204,69 @@ pub fn folder(dir: &Path, name: &str) -> PathBuf {
     std::fs::create_dir_all(&p).unwrap();
     p
 }
+
+/// A client of the cluster's runs bucket, to look at run records.
+pub struct Look {
+    pub cluster: std::sync::Arc<flow_cluster::Cluster>,
+}
+
+impl Look {
+    /// Connects to the cluster at `url`.
+    pub fn new(url: &str) -> Look {
+        Look { cluster: flow_cluster::Cluster::connect(url, flow_cluster::Settings::default()).unwrap() }
+    }
+
+    /// Run `id`'s record.
+    pub fn record(&self, id: &str) -> Option<flow_cluster::record::RunRecord> {
+        let h = self.cluster.handles.clone();
+        let key = flow_cluster::names::run_key(id);
+        self.cluster.block_on(async move { flow_cluster::runs::read(&h.runs, &key).await }).unwrap().map(|(r, _)| r)
+    }
+
+    /// Polls run `id`'s record every 10 ms until `done` holds; returns it.
+    pub fn wait(
+        &self,
+        id: &str,
+        limit: Duration,
+        done: impl Fn(&flow_cluster::record::RunRecord) -> bool,
+    ) -> flow_cluster::record::RunRecord {
+        let start = Instant::now();
+        loop {
+            if let Some(r) = self.record(id).filter(|r| done(r)) {
+                return r;
+            }
+            assert!(start.elapsed() < limit, "run {id} did not get there: {:?}", self.record(id).map(|r| r.state));
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Every run's record.
+    pub fn all(&self) -> Vec<flow_cluster::record::RunRecord> {
+        let h = self.cluster.handles.clone();
+        self.cluster.block_on(async move {
+            use futures_util::StreamExt;
+            let mut out = Vec::new();
+            let mut keys = h.runs.keys().await.unwrap();
+            while let Some(Ok(key)) = keys.next().await {
+                if let Some((r, _)) = flow_cluster::runs::read(&h.runs, &key).await.unwrap() {
+                    out.push(r);
+                }
+            }
+            out
+        })
+    }
+
+    /// Waits for a running run; returns its record.
+    pub fn wait_any_running(&self, limit: Duration) -> flow_cluster::record::RunRecord {
+        let start = Instant::now();
+        loop {
+            let h = self.cluster.handles.clone();
+            let status = self.cluster.block_on(async move { flow_cluster::status::read(&h, "").await }).unwrap();
+            if let Some(r) = status.in_flight.first() {
+                return self.record(&r.id).unwrap();
+            }
+            assert!(start.elapsed() < limit, "no run is running");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
