@@ -91,7 +91,7 @@ pub async fn run(h: &Handles, job: &Job, placement: &Placement, watch: Watch<'_>
     let mut events = h.client.subscribe(events_subject(&key)).await?;
     let mut updates = match watch.shared {
         Some(watcher) => Updates::Shared(watcher.follow(&key)),
-        None => Updates::Own(h.runs.watch_with_history(&key).await.ok()),
+        None => Updates::Own(h.runs.watch_with_history(&key).await.ok().map(Box::new)),
     };
     let mut record = submit(h, job, placement).await?;
     let mut tick = tokio::time::interval(Duration::from_millis(100));
@@ -120,7 +120,7 @@ pub async fn run(h: &Handles, job: &Job, placement: &Placement, watch: Watch<'_>
                         record = r;
                     }
                     if lost {
-                        updates = Updates::Own(h.runs.watch_with_history(&key).await.ok());
+                        updates = Updates::Own(h.runs.watch_with_history(&key).await.ok().map(Box::new));
                     }
                 }
             }
@@ -148,7 +148,7 @@ pub async fn run(h: &Handles, job: &Job, placement: &Placement, watch: Watch<'_>
 /// Where a follower hears of changes to its run's record.
 enum Updates {
     /// A watch of its own (none while it cannot be made).
-    Own(Option<async_nats::jetstream::kv::Watch>),
+    Own(Option<Box<async_nats::jetstream::kv::Watch>>),
     /// The process's shared watch.
     Shared(Following),
 }
