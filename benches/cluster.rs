@@ -18,16 +18,14 @@
 //!   (criterion's throughput counts runs);
 //!
 //!   every cluster case starts a fresh cluster (nats-server, front end,
-//!   workers), and each case prints how many runs it made in how long: the
-//!   front end watches each run's record with a consumer that outlives the
-//!   run by 30 s, and nats-server 2.15 caps a stream at 1000 consumers, so
-//!   more than about 33 runs/s for 30 s measures that cap, not the cluster;
+//!   workers), and each case prints how many runs it made in how long and
+//!   how they spread over the workers;
 //! - `cluster/failover` (a fresh cluster, workers with `--ack-wait 2`): a
 //!   worker killed (SIGKILL) while it samples ComfyUI's default workflow on
 //!   the tiny checkpoint at 64×64 (10,000 steps, so it runs until
 //!   cancelled) → the run's record is `running` again on the other worker,
-//!   attempt 2 (read from the runs bucket every 10 ms, as tests/cluster.rs's
-//!   `Look` does). Between samples, untimed: the run is cancelled and a new
+//!   attempt 2 (read from the runs bucket every 10 ms by the `Look` the
+//!   cluster tests use). Between samples, untimed: the run is cancelled and a new
 //!   worker takes the dead one's place. The samples' mean, min and max are
 //!   printed at the end (criterion's warning that 10 samples do not fit in
 //!   its 1 ms target is expected: each sample is one failover).
