@@ -146,10 +146,13 @@ impl Puller {
         Ok(consumer)
     }
 
-    /// The next job to take, if any is waiting now.
-    pub async fn next(&mut self, resident: &[String]) -> Result<Option<jetstream::Message>> {
+    /// The next job to take, if any is waiting now, with the ack wait of
+    /// its consumer (set by the worker that made it; a job is kept alive
+    /// and its run leased by that, whatever this worker's setting).
+    pub async fn next(&mut self, resident: &[String]) -> Result<Option<(jetstream::Message, Duration)>> {
         for subject in self.candidates(resident).await? {
             let consumer = self.consumer(&subject).await?;
+            let ack_wait = consumer.cached_info().config.ack_wait;
             let mut batch = consumer
                 .fetch()
                 .max_messages(1)
@@ -157,7 +160,7 @@ impl Puller {
                 .await
                 .map_err(|e| anyhow!("cannot pull from {subject}: {e}"))?;
             match batch.next().await {
-                Some(Ok(message)) => return Ok(Some(message)),
+                Some(Ok(message)) => return Ok(Some((message, ack_wait))),
                 Some(Err(e)) => return Err(anyhow!("cannot pull from {subject}: {e}")),
                 None => {}
             }

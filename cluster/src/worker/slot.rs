@@ -59,8 +59,8 @@ pub fn pull_and_run(worker: &Arc<Worker>) {
             }
         });
         match next {
-            Ok(Some(message)) => {
-                if let Err(e) = take(worker, message) {
+            Ok(Some((message, ack_wait))) => {
+                if let Err(e) = take(worker, message, ack_wait) {
                     eprintln!("flow worker: {e:#}");
                 }
             }
@@ -74,7 +74,8 @@ pub fn pull_and_run(worker: &Arc<Worker>) {
 }
 
 /// Takes the run of one job message, if it is free, and runs it.
-fn take(worker: &Arc<Worker>, message: async_nats::jetstream::Message) -> Result<()> {
+/// `ack_wait` is the job consumer's: the lease on the run lasts as long.
+fn take(worker: &Arc<Worker>, message: async_nats::jetstream::Message, ack_wait: Duration) -> Result<()> {
     let key = String::from_utf8_lossy(&message.payload).into_owned();
     let family = parse_job_subject(&message.subject).map(|(_, f)| f.to_string()).unwrap_or_default();
     let delivered = message.info().map(|i| i.delivered).unwrap_or(1);
@@ -86,7 +87,7 @@ fn take(worker: &Arc<Worker>, message: async_nats::jetstream::Message) -> Result
     let mut decision = Take::Ended;
     let now = timestamp();
     let found = worker.cluster.block_on(runs::update(&h.runs, &key, h.max_payload, PATIENCE, |r| {
-        decision = transitions::take(r, &me, now, settings.ack_wait, settings.max_attempts);
+        decision = transitions::take(r, &me, now, ack_wait, settings.max_attempts);
         match &decision {
             Take::Run(next) | Take::End(next) => Some((**next).clone()),
             Take::Ended | Take::Later(_) => None,
@@ -103,7 +104,7 @@ fn take(worker: &Arc<Worker>, message: async_nats::jetstream::Message) -> Result
         // dropped before the stream would keep it undeliverable.
         Take::Later(_) if delivered + 1 >= settings.max_deliver() => ack(worker, &acker, AckKind::Term),
         Take::Later(after) => ack(worker, &acker, AckKind::Nak(Some(after))),
-        Take::Run(record) => execute(worker, &key, &family, *record, acker),
+        Take::Run(record) => execute(worker, &key, &family, *record, acker, ack_wait),
     }
 }
 
@@ -116,7 +117,14 @@ fn ack(worker: &Worker, acker: &Arc<Acker>, kind: AckKind) -> Result<()> {
 }
 
 /// Runs a run this worker took, and ends it.
-fn execute(worker: &Arc<Worker>, key: &str, family: &str, record: RunRecord, acker: Arc<Acker>) -> Result<()> {
+fn execute(
+    worker: &Arc<Worker>,
+    key: &str,
+    family: &str,
+    record: RunRecord,
+    acker: Arc<Acker>,
+    ack_wait: Duration,
+) -> Result<()> {
     let job = record.job;
     let cancel = CancelToken::new();
     let lost = Arc::new(AtomicBool::new(false));
@@ -135,6 +143,7 @@ fn execute(worker: &Arc<Worker>, key: &str, family: &str, record: RunRecord, ack
         Arc::clone(&acker),
         cancel.clone(),
         Arc::clone(&lost),
+        ack_wait,
     ));
     let listening = worker.cluster.spawn(listen_for_cancel(
         h.client.clone(),
@@ -232,12 +241,18 @@ fn end(
 
 /// Keeps the job (progress acks) and the lease on its run alive; stops the
 /// run when another worker took it over, or someone asked to cancel it.
-async fn keep_alive(worker: Arc<Worker>, key: String, acker: Arc<Acker>, cancel: CancelToken, lost: Arc<AtomicBool>) {
-    let settings = worker.cluster.settings.clone();
+async fn keep_alive(
+    worker: Arc<Worker>,
+    key: String,
+    acker: Arc<Acker>,
+    cancel: CancelToken,
+    lost: Arc<AtomicBool>,
+    ack_wait: Duration,
+) {
     let h = worker.cluster.handles.clone();
     let me = worker.options.name.clone();
-    let every = (settings.ack_wait / 4).max(Duration::from_millis(100));
-    let lease_ms = settings.ack_wait.as_millis() as u64;
+    let every = (ack_wait / 4).max(Duration::from_millis(100));
+    let lease_ms = ack_wait.as_millis() as u64;
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
