@@ -68,6 +68,8 @@ pub struct Worker {
     state: Mutex<State>,
     draining: AtomicBool,
     started_ms: u64,
+    /// Wakes the heartbeat when a run starts or ends.
+    changed: tokio::sync::Notify,
 }
 
 impl Worker {
@@ -124,7 +126,10 @@ impl Worker {
         let workers = self.cluster.handles.workers.clone();
         let mut tick = tokio::time::interval(self.cluster.settings.heartbeat);
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                () = self.changed.notified() => {}
+            }
             if let Ok(bytes) = serde_json::to_vec(&self.info()) {
                 let _ = workers.put(&key, bytes.into()).await;
             }
@@ -149,6 +154,7 @@ pub fn run(
         state: Mutex::default(),
         draining: AtomicBool::new(false),
         started_ms: timestamp(),
+        changed: tokio::sync::Notify::new(),
     });
     let beat = cluster.spawn(Arc::clone(&worker).beat());
     let slots: Vec<_> = (0..worker.options.slots)

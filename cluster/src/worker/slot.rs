@@ -133,6 +133,7 @@ fn execute(
         key.to_string(),
         Held { id: job.prompt_id.clone(), cancel: cancel.clone(), hand_back: false },
     );
+    worker.changed.notify_one();
     let h = worker.cluster.handles.clone();
     let (tap, publishing) = Tap::new(h.client.clone(), events_subject(key));
     let tap = Arc::new(tap);
@@ -169,6 +170,7 @@ fn execute(
     s.finished += 1;
     drop(s);
     worker.remember_family(family, loaded);
+    worker.changed.notify_one();
     result
 }
 
