@@ -364,3 +364,36 @@ fn a_worker_takes_first_the_jobs_whose_models_it_holds() {
     assert_eq!((a.len(), b.len()), (2, 2));
     assert!(a[1] < b[0], "the job for the models in memory ran first: tiny {a:?}, other {b:?}");
 }
+
+#[test]
+fn an_image_uploaded_to_the_front_end_is_read_by_a_worker() {
+    let dir = sandbox();
+    let nats = NatsServer::start(&dir.path().join("nats"));
+    let front = FrontEnd::start(flow(), dir.path(), &nats.url());
+    let _w = worker(flow(), dir.path(), &nats.url(), "w", &[]);
+    let picture = image::RgbImage::from_fn(8, 4, |x, y| image::Rgb([x as u8 * 30, y as u8 * 60, 7]));
+    let mut png = Vec::new();
+    picture.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png).unwrap();
+    let boundary = "flowtestboundary";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"up.png\"\r\nContent-Type: image/png\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(&png);
+    body.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    ureq::post(&front.url("/upload/image"))
+        .set("Content-Type", &format!("multipart/form-data; boundary={boundary}"))
+        .send_bytes(&body)
+        .unwrap();
+    let graph = "flow: 1\nnodes:\n  load:\n    op: image.load\n    in: { path: input/up.png }\n  \
+                 save:\n    op: image.save\n    in: { image: $load, path: output/copy.png }\n";
+    let answer: Value =
+        ureq::post(&front.url("/v1/runs")).send_json(json!({ "graph": graph })).unwrap().into_json().unwrap();
+    let id = answer["run_id"].as_str().unwrap().to_string();
+    let history = front.wait_history(std::slice::from_ref(&id), Duration::from_secs(60));
+    assert_eq!(history[&id]["status"]["status_str"], "success", "{}", history[&id]);
+    let copy = front.bytes("/view?filename=copy.png&type=output");
+    assert_eq!(pixels(&copy), picture.into_raw());
+    // The worker read it from the cluster, not from the front end's folder.
+    assert!(dir.path().join("w-cache/worker/input/up.png").exists());
+}

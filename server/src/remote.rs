@@ -18,6 +18,9 @@ use crate::worker::Executor;
 /// Hears a run as it goes: the nodes it does not need (they count as
 /// cached), then its engine events.
 pub trait RunListener: Send + Sync {
+    /// The run's graph, before anything runs (a cluster worker fetches the
+    /// inputs it reads).
+    fn prepared(&self, _graph: &Graph) {}
     /// Nodes the run does not need because what they feed is cached.
     fn unneeded(&self, nodes: Vec<String>);
     /// One engine event.

@@ -35,8 +35,8 @@ pub struct Executor {
 
 impl Executor {
     /// Runs one prompt; returns its history entry and whether it was
-    /// interrupted. `tap`, if given, hears the nodes the run does not need
-    /// and every engine event (a cluster worker forwards them).
+    /// interrupted. `tap`, if given, hears the run's graph, the nodes the
+    /// run does not need and every engine event (a cluster worker forwards them).
     pub fn run(&self, job: &Job, cancel: CancelToken, tap: Option<Arc<dyn RunListener>>) -> (HistoryEntry, bool) {
         let prepared = match self.prepare(job, true) {
             Ok(p) => p,
@@ -56,6 +56,7 @@ impl Executor {
             .map(|(_, n)| n.id.clone())
             .collect();
         if let Some(tap) = &tap {
+            tap.prepared(&prepared.graph);
             tap.unneeded(unneeded.clone());
         }
         reporter.count_as_cached(unneeded);

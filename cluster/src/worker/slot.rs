@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use anyhow::Result;
 use async_nats::jetstream::message::{AckKind, Acker};
-use flow_engine::graph::Expr;
-use flow_engine::{CancelToken, Value};
+use flow_engine::graph::{Expr, Graph};
+use flow_engine::{CancelToken, Event, Value};
 use flow_server::job::{HistoryEntry, Job};
-use flow_server::prepare::prepare;
+use flow_server::remote::RunListener;
 use flow_server::reporter::timestamp;
 use futures_util::StreamExt;
 
@@ -152,12 +152,10 @@ fn execute(
         cancel.clone(),
         Arc::clone(&user_cancel),
     ));
-    if let Err(e) = fetch_inputs(worker, &job) {
-        eprintln!("flow worker: {e:#}");
-    }
     let pool = worker.executor.engine.models();
     let before: BTreeSet<String> = pool.resident_keys().into_iter().collect();
-    let (entry, interrupted) = worker.executor.run(&job, cancel, Some(tap.clone()));
+    let listener = Arc::new(Listener { worker: Arc::clone(worker), tap: Arc::clone(&tap) });
+    let (entry, interrupted) = worker.executor.run(&job, cancel, Some(listener));
     let loaded: BTreeSet<String> = pool.resident_keys().into_iter().filter(|k| !before.contains(k)).collect();
     worker.cluster.block_on(tap.flush());
     keepalive.abort();
@@ -288,13 +286,33 @@ async fn listen_for_cancel(client: async_nats::Client, subject: String, cancel: 
     }
 }
 
-/// Fetches the inputs a run reads (`input/...`) that this machine lacks.
-fn fetch_inputs(worker: &Worker, job: &Job) -> Result<()> {
+/// What a worker does as its run goes: fetches the inputs the graph reads,
+/// forwards the events.
+struct Listener {
+    worker: Arc<Worker>,
+    tap: Arc<Tap>,
+}
+
+impl RunListener for Listener {
+    fn prepared(&self, graph: &Graph) {
+        if let Err(e) = fetch_inputs(&self.worker, graph) {
+            eprintln!("flow worker: {e:#}");
+        }
+    }
+
+    fn unneeded(&self, nodes: Vec<String>) {
+        self.tap.unneeded(nodes);
+    }
+
+    fn event(&self, event: Event) {
+        self.tap.event(event);
+    }
+}
+
+/// Fetches the inputs `graph` reads (`input/...`) that this machine lacks.
+fn fetch_inputs(worker: &Worker, graph: &Graph) -> Result<()> {
     let ws = &worker.executor.workspace;
-    let Ok(prepared) = prepare(job, ws, worker.executor.engine.registry(), false) else {
-        return Ok(());
-    };
-    for node in &prepared.graph.nodes {
+    for node in &graph.nodes {
         for expr in node.inputs.values() {
             let Expr::Literal(Value::Text(t)) = expr else { continue };
             let Some(rel) = t.strip_prefix("input/") else { continue };

@@ -3,7 +3,6 @@
 
 use async_nats::HeaderMap;
 use flow_engine::Event;
-use flow_server::remote::RunListener;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::follow::{KIND_HEADER, KIND_UNNEEDED};
@@ -50,15 +49,17 @@ impl Tap {
     }
 }
 
-impl RunListener for Tap {
-    fn unneeded(&self, nodes: Vec<String>) {
+impl Tap {
+    /// Publishes the nodes the run does not need.
+    pub fn unneeded(&self, nodes: Vec<String>) {
         let mut headers = HeaderMap::new();
         headers.insert(KIND_HEADER, KIND_UNNEEDED);
         let payload = serde_json::to_vec(&nodes).unwrap_or_default();
         let _ = self.tx.send(Item::Message(Some(headers), payload));
     }
 
-    fn event(&self, event: Event) {
+    /// Publishes one event.
+    pub fn event(&self, event: Event) {
         let _ = self.tx.send(Item::Message(None, event.to_json_line().into_bytes()));
     }
 }
